@@ -1,0 +1,1 @@
+"""fxonnx: PyTorch -> torch.fx -> ONNX -> onnxruntime, checked against eager at every step."""

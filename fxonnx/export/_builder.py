@@ -1,0 +1,129 @@
+"""The only code that touches ONNX protobuf: nodes, initializers, graph inputs and outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import onnx
+import torch
+from onnx import helper
+
+from ._dtypes import onnx_dtype, tensor_proto
+
+
+class GraphBuilder:
+    """Accumulates one ONNX graph. Subgraphs (If branches) get a child builder that shares the
+    root's name space and constant pool, since ONNX names are global across nested graphs."""
+
+    def __init__(
+        self, name: str = "main", parent: GraphBuilder | None = None, sentinel: int | None = None
+    ) -> None:
+        self.name = name
+        self.parent = parent
+        self.root: GraphBuilder = parent.root if parent else self
+        self.nodes: list[onnx.NodeProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        if parent is None:
+            self.initializers: list[onnx.TensorProto] = []
+            self.used: set[str] = set()
+            self._const_cache: dict[tuple, str] = {}
+            self.opset_domains: dict[str, int] = {}
+            self.sentinel = sentinel  # traced batch size that marks dynamic dims (capture._batch)
+
+    # -- names -----------------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        used = self.root.used
+        name, i = hint, 0
+        while name in used:
+            i += 1
+            name = f"{hint}_{i}"
+        used.add(name)
+        return name
+
+    def claim(self, name: str) -> str:
+        """Reserve an exact name (inputs, parameters); a clash is a bug in the caller."""
+        if name in self.root.used:
+            raise ValueError(f"ONNX value name {name!r} used twice")
+        self.root.used.add(name)
+        return name
+
+    # -- graph pieces ----------------------------------------------------------------------
+    def add_input(self, name: str, dtype: torch.dtype, shape: Sequence[int | str | None]) -> str:
+        self.claim(name)
+        self.inputs.append(helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape)))
+        return name
+
+    def add_initializer(self, name: str, tensor: torch.Tensor) -> str:
+        self.claim(name)
+        self.root.initializers.append(tensor_proto(name, tensor))
+        return name
+
+    def const(self, tensor: torch.Tensor, hint: str = "const") -> str:
+        """A constant as a (deduplicated) initializer of the root graph."""
+        t = tensor.detach().cpu().contiguous()
+        raw = t.view(torch.uint8).numpy().tobytes() if t.dim() else t.reshape(1).numpy().tobytes()
+        key = (t.dtype, tuple(t.shape), hashlib.blake2b(raw, digest_size=16).digest())
+        cache = self.root._const_cache
+        if key not in cache:
+            name = self.fresh(hint)
+            self.root.initializers.append(tensor_proto(name, t))
+            cache[key] = name
+        return cache[key]
+
+    def node(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        n_outputs: int = 1,
+        *,
+        name: str,
+        domain: str = "",
+        output_names: Sequence[str] | None = None,
+        **attrs: Any,
+    ) -> list[str]:
+        outs = list(output_names) if output_names else [self.fresh(name) for _ in range(n_outputs)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        proto = helper.make_node(op, list(inputs), outs, name=self.fresh("n:" + name), **attrs)
+        if domain:
+            proto.domain = domain
+            self.root.opset_domains.setdefault(domain, 1)
+        self.nodes.append(proto)
+        return outs
+
+    def set_outputs(
+        self, values: Sequence[str], names: Sequence[str], specs: Sequence[Any]
+    ) -> None:
+        """Graph outputs named ``names``: rename the producing value when this graph made it,
+        else route it through an Identity (inputs, initializers and repeats need one)."""
+        produced = {o for n in self.nodes for o in n.output}
+        renames: dict[str, str] = {}
+        taken: set[str] = set()
+        for value, name in zip(values, names, strict=True):
+            if value in produced and value not in taken and name not in self.root.used:
+                renames[value] = name
+                taken.add(value)
+            else:
+                if name in self.root.used and name not in renames.values():
+                    # another value already carries this name: move it aside first
+                    self._rename_everywhere(name, self.fresh(name + "_inner"))
+                self.nodes.append(helper.make_node("Identity", [value], [name], name=f"n:{name}"))
+            self.root.used.add(name)
+        for node in self.nodes:
+            node.output[:] = [renames.get(o, o) for o in node.output]
+            node.input[:] = [renames.get(i, i) for i in node.input]
+        for name, spec in zip(names, specs, strict=True):
+            self.outputs.append(
+                helper.make_tensor_value_info(name, onnx_dtype(spec.dtype), list(spec.shape))
+            )
+
+    def _rename_everywhere(self, old: str, new: str) -> None:
+        for node in self.nodes:
+            node.output[:] = [new if o == old else o for o in node.output]
+            node.input[:] = [new if i == old else i for i in node.input]
+
+    def graph(self) -> onnx.GraphProto:
+        inits = self.root.initializers if self.parent is None else []
+        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, inits)

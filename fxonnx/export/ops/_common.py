@@ -1,0 +1,46 @@
+"""Helpers shared by rule families (type promotion, axis normalisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._ctx import LowerCtx, Value
+
+
+def result_type(ctx: LowerCtx, *args: Any) -> torch.dtype:
+    """torch's promotion over tensors and Python scalars, from the traced example values."""
+    vals = [ctx.val(a) for a in args]
+    vals = [int(v) if isinstance(v, torch.SymInt) else v for v in vals]
+    tensors = [v for v in vals if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return (
+            torch.result_type(torch.tensor(vals[0]), vals[1])
+            if len(vals) > 1
+            else ctx.dtype(args[0])
+        )
+    dtype = tensors[0].dtype
+    probe = torch.empty((1,) * tensors[0].dim(), dtype=dtype)
+    for v in vals:
+        if v is tensors[0]:
+            continue
+        other = torch.empty((1,) * v.dim(), dtype=v.dtype) if isinstance(v, torch.Tensor) else v
+        dtype = torch.result_type(probe, other)
+        probe = probe.to(dtype)
+    return dtype
+
+
+def promoted(ctx: LowerCtx, *args: Any, dtype: torch.dtype | None = None) -> list[Value]:
+    """Inputs cast to one dtype (``dtype``, else torch's result type): ONNX arithmetic needs
+    equal input types where torch promotes."""
+    target = dtype if dtype is not None else result_type(ctx, *args)
+    return [ctx.input_as(a, target) for a in args]
+
+
+def axes(dims: Any, rank: int) -> list[int]:
+    if dims is None or dims == []:
+        return list(range(rank))
+    if isinstance(dims, int):
+        dims = [dims]
+    return [d % rank if rank else 0 for d in dims]

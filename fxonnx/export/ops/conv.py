@@ -1,0 +1,119 @@
+"""Convolutions: plain, grouped, dilated, transposed, 1-D to 3-D."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..._errors import ExportError
+from .._ctx import LowerCtx, Value
+from .._registry import lowers
+
+aten = torch.ops.aten
+
+
+def _n(value: Any, n: int) -> list[int]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return values * n if len(values) == 1 else values
+
+
+def emit_conv(
+    ctx: LowerCtx,
+    x: Value,
+    w: Any,
+    b: Any,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
+    transposed: bool = False,
+    output_padding: Any = 0,
+) -> Value:
+    """Conv / ConvTranspose with torch's symmetric integer padding or 'same'/'valid'."""
+    n = ctx.rank(w) - 2
+    attrs: dict[str, Any] = {
+        "strides": _n(stride, n),
+        "dilations": _n(dilation, n),
+        "group": int(groups),
+    }
+    if isinstance(padding, str):
+        if padding == "valid":
+            attrs["pads"] = [0] * (2 * n)
+        elif padding == "same":
+            attrs["auto_pad"] = "SAME_UPPER"
+        else:
+            raise ExportError(f"{ctx.node.name}: unknown padding mode {padding!r}")
+    else:
+        pads = _n(padding, n)
+        attrs["pads"] = pads + pads
+    bias = None if b is None else ctx.value(b)
+    if transposed:
+        attrs["output_padding"] = _n(output_padding, n)
+        return ctx.emit("ConvTranspose", x, ctx.value(w), bias, **attrs)
+    return ctx.emit("Conv", x, ctx.value(w), bias, **attrs)
+
+
+@lowers(
+    aten.conv1d.default,
+    aten.conv2d.default,
+    aten.conv3d.default,
+    aten.conv1d.padding,
+    aten.conv2d.padding,
+    aten.conv3d.padding,
+)
+def conv(ctx: LowerCtx) -> Value:
+    """conv2d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1,
+    SymInt[2] padding=0, SymInt[2] dilation=1, SymInt groups=1) -> Tensor"""
+    x = ctx.input(0)
+    unbatched = ctx.rank(ctx.arg(0)) == ctx.rank(ctx.arg(1)) - 1
+    if unbatched:
+        x = ctx.emit("Unsqueeze", x, ctx.const([0], torch.int64))
+    y = emit_conv(
+        ctx,
+        x,
+        ctx.arg(1),
+        ctx.arg(2),
+        stride=ctx.arg(3),
+        padding=ctx.arg(4),
+        dilation=ctx.arg(5),
+        groups=ctx.arg(6),
+    )
+    return ctx.emit("Squeeze", y, ctx.const([0], torch.int64)) if unbatched else y
+
+
+@lowers(aten.conv_transpose1d.default, aten.conv_transpose2d.input, aten.conv_transpose3d.input)
+def conv_transpose(ctx: LowerCtx) -> Value:
+    """conv_transpose2d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1,
+    SymInt[2] padding=0, SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1)"""
+    return emit_conv(
+        ctx,
+        ctx.input(0),
+        ctx.arg(1),
+        ctx.arg(2),
+        stride=ctx.arg(3),
+        padding=ctx.arg(4),
+        output_padding=ctx.arg(5),
+        groups=ctx.arg(6),
+        dilation=ctx.arg(7),
+        transposed=True,
+    )
+
+
+@lowers(aten.convolution.default, aten._convolution.default)
+def convolution(ctx: LowerCtx) -> Value:
+    """convolution(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding,
+    SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor"""
+    return emit_conv(
+        ctx,
+        ctx.input(0),
+        ctx.arg(1),
+        ctx.arg(2),
+        stride=ctx.arg(3),
+        padding=ctx.arg(4),
+        dilation=ctx.arg(5),
+        transposed=bool(ctx.arg(6)),
+        output_padding=ctx.arg(7),
+        groups=ctx.arg(8),
+    )

@@ -1,0 +1,416 @@
+"""Views, reshapes, joins and splits, factories, and the SymInt arithmetic of a dynamic batch."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import onnx
+import torch
+from torch import fx
+
+from ..._errors import ExportError
+from .._ctx import LowerCtx, Value
+from .._dtypes import onnx_dtype
+from .._registry import lowers
+from ._common import axes, promoted
+
+aten = torch.ops.aten
+
+
+@lowers(
+    aten.clone.default,
+    aten.contiguous.default,
+    aten.alias.default,
+    aten.detach.default,
+    aten.lift_fresh_copy.default,
+    aten.lift_fresh.default,
+)
+def identity(ctx: LowerCtx) -> Value:
+    """clone/contiguous/alias/detach(Tensor self) -> Tensor: the same values."""
+    return ctx.input(0)
+
+
+@lowers(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default)
+def dropout(ctx: LowerCtx) -> Value:
+    """dropout(Tensor input, float p, bool train) -> Tensor: identity in eval mode."""
+    if ctx.arg(2):
+        raise ExportError(
+            f"{ctx.node.name}: dropout in training mode cannot be exported for inference",
+            hint="call model.eval() first (fxonnx.compile does this unless told otherwise)",
+        )
+    return ctx.input(0)
+
+
+# -- reshapes ------------------------------------------------------------------------------
+def reshape_to(ctx: LowerCtx, x: Value, shape: list[Any]) -> Value:
+    """Reshape where ``shape`` holds ints, SymInt nodes and -1 (never ONNX's 0 = copy)."""
+    allowzero = 1 if any(isinstance(s, int) and s == 0 for s in shape) else None
+    return ctx.emit("Reshape", x, ctx.int_list(shape), allowzero=allowzero)
+
+
+@lowers(aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+def view(ctx: LowerCtx) -> Value:
+    """view(Tensor self, SymInt[] size) -> Tensor"""
+    return reshape_to(ctx, ctx.input(0), list(ctx.arg(1)))
+
+
+def _dims_from(ctx: LowerCtx, x_node: Any, start: int, end: int | None = None) -> Value:
+    """Dims [start:end] of ``x`` as an int64 tensor: constants when static, else Shape."""
+    dims = ctx.static_shape(x_node)[start:end]
+    if all(d is not None for d in dims):
+        return ctx.const(list(dims), torch.int64)
+    return ctx.shape_of(x_node, start=start, end=end)
+
+
+@lowers(aten.flatten.using_ints)
+def flatten(ctx: LowerCtx) -> Value:
+    """flatten(Tensor(a) self, int start_dim=0, int end_dim=-1) -> Tensor(a)"""
+    x = ctx.arg(0)
+    rank = ctx.rank(x)
+    if rank == 0:
+        return reshape_to(ctx, ctx.value(x), [1])
+    start, end = (d % rank for d in (ctx.arg(1), ctx.arg(2)))
+    if start == end:
+        return ctx.value(x)
+    if end == rank - 1 and start == 1:
+        return ctx.emit("Flatten", ctx.value(x), axis=1)
+    parts = []
+    if start:
+        parts.append(_dims_from(ctx, x, 0, start))
+    parts.append(ctx.const([-1], torch.int64))
+    if end + 1 < rank:
+        parts.append(_dims_from(ctx, x, end + 1))
+    shape = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=0)
+    return ctx.emit("Reshape", ctx.value(x), shape)
+
+
+@lowers(aten.unflatten.int)
+def unflatten(ctx: LowerCtx) -> Value:
+    """unflatten(Tensor(a) self, int dim, SymInt[] sizes) -> Tensor(a)"""
+    x = ctx.arg(0)
+    rank = ctx.rank(x)
+    dim = ctx.arg(1) % rank
+    parts = []
+    if dim:
+        parts.append(_dims_from(ctx, x, 0, dim))
+    parts.append(ctx.int_list(list(ctx.arg(2))))
+    if dim + 1 < rank:
+        parts.append(_dims_from(ctx, x, dim + 1))
+    shape = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=0)
+    return ctx.emit("Reshape", ctx.value(x), shape)
+
+
+@lowers(aten.permute.default)
+def permute(ctx: LowerCtx) -> Value:
+    """permute(Tensor(a) self, int[] dims) -> Tensor(a)"""
+    rank = ctx.rank(ctx.arg(0))
+    return ctx.emit("Transpose", ctx.input(0), perm=axes(list(ctx.arg(1)), rank))
+
+
+@lowers(aten.transpose.int)
+def transpose(ctx: LowerCtx) -> Value:
+    """transpose(Tensor(a) self, int dim0, int dim1) -> Tensor(a)"""
+    rank = ctx.rank(ctx.arg(0))
+    if rank < 2:
+        return ctx.input(0)
+    d0, d1 = ctx.arg(1) % rank, ctx.arg(2) % rank
+    perm = list(range(rank))
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return ctx.emit("Transpose", ctx.input(0), perm=perm)
+
+
+@lowers(aten.t.default, aten.numpy_T.default)
+def t(ctx: LowerCtx) -> Value:
+    """t(Tensor(a) self) -> Tensor(a): 2-D transpose, identity below 2-D."""
+    rank = ctx.rank(ctx.arg(0))
+    if rank < 2:
+        return ctx.input(0)
+    return ctx.emit("Transpose", ctx.input(0), perm=list(reversed(range(rank))))
+
+
+@lowers(aten.unsqueeze.default)
+def unsqueeze(ctx: LowerCtx) -> Value:
+    """unsqueeze(Tensor(a) self, int dim) -> Tensor(a)"""
+    rank = ctx.rank(ctx.arg(0)) + 1
+    return ctx.emit("Unsqueeze", ctx.input(0), ctx.const([ctx.arg(1) % rank], torch.int64))
+
+
+@lowers(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default)
+def squeeze(ctx: LowerCtx) -> Value:
+    """squeeze(Tensor(a) self, int[]? dim) -> Tensor(a): only dims of size 1 go; torch leaves
+    others alone (a dynamic dim was not 1 when traced, so it stays)."""
+    shape = ctx.static_shape(ctx.arg(0))
+    dims = ctx.arg(1) if ctx.node.target != aten.squeeze.default else None
+    chosen = axes(dims, len(shape)) if dims is not None else range(len(shape))
+    ones = [d for d in chosen if shape and shape[d] == 1]
+    if not ones:
+        return ctx.input(0)
+    return ctx.emit("Squeeze", ctx.input(0), ctx.const(ones, torch.int64))
+
+
+@lowers(aten.expand.default)
+def expand(ctx: LowerCtx) -> Value:
+    """expand(Tensor(a) self, SymInt[] size, *, bool implicit=False) -> Tensor(a); -1 keeps a
+    dim, which ONNX's broadcasting Expand writes as 1."""
+    sizes = [1 if isinstance(s, int) and s == -1 else s for s in ctx.arg(1)]
+    return ctx.emit("Expand", ctx.input(0), ctx.int_list(sizes))
+
+
+@lowers(aten.repeat.default)
+def repeat(ctx: LowerCtx) -> Value:
+    """repeat(Tensor self, SymInt[] repeats) -> Tensor"""
+    reps = list(ctx.arg(1))
+    x = ctx.input(0)
+    extra = len(reps) - ctx.rank(ctx.arg(0))
+    if extra > 0:
+        x = ctx.emit("Unsqueeze", x, ctx.const(list(range(extra)), torch.int64))
+    return ctx.emit("Tile", x, ctx.int_list(reps))
+
+
+# -- joins and splits ----------------------------------------------------------------------
+@lowers(aten.cat.default, aten.concat.default, aten.concatenate.default)
+def cat(ctx: LowerCtx) -> Value:
+    """cat(Tensor[] tensors, int dim=0) -> Tensor (legacy empty 1-D inputs are skipped)"""
+    tensors = [t for t in ctx.arg(0) if not (ctx.rank(t) == 1 and ctx.static_shape(t)[0] == 0)]
+    rank = ctx.rank(tensors[0])
+    values = promoted(ctx, *tensors, dtype=ctx.out_dtype)
+    if len(values) == 1:
+        return values[0]
+    return ctx.emit("Concat", *values, axis=ctx.arg(1) % rank)
+
+
+@lowers(aten.stack.default)
+def stack(ctx: LowerCtx) -> Value:
+    """stack(Tensor[] tensors, int dim=0) -> Tensor"""
+    tensors = list(ctx.arg(0))
+    rank = ctx.rank(tensors[0]) + 1
+    axis = ctx.const([ctx.arg(1) % rank], torch.int64)
+    parts = [ctx.emit("Unsqueeze", v, axis) for v in promoted(ctx, *tensors, dtype=ctx.out_dtype)]
+    return parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=ctx.arg(1) % rank)
+
+
+def _split(ctx: LowerCtx, sizes: list[int], dim: int) -> list[Value]:
+    if len(sizes) == 1:
+        return [ctx.input(0)]
+    return ctx.emit(
+        "Split", ctx.input(0), ctx.const(sizes, torch.int64), outputs=len(sizes), axis=dim
+    )
+
+
+def _static_dim(ctx: LowerCtx, x: Any, dim: int) -> int:
+    size = ctx.static_shape(x)[dim]
+    if size is None:
+        raise ExportError(
+            f"{ctx.node.name}: splitting the dynamic batch dim into pieces needs a static size",
+            hint="export with dynamic=False, or split a dim of fixed size",
+        )
+    return size
+
+
+@lowers(aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
+def split(ctx: LowerCtx) -> list[Value]:
+    """split(Tensor(a -> *) self, SymInt split_size, int dim=0) -> Tensor(a)[]"""
+    x = ctx.arg(0)
+    dim = ctx.arg(2) % ctx.rank(x)
+    size = ctx.arg(1)
+    if isinstance(size, int):
+        total = _static_dim(ctx, x, dim)
+        sizes = [min(size, total - i) for i in range(0, total, size)] or [0]
+    else:
+        sizes = list(size)
+    return _split(ctx, sizes, dim)
+
+
+@lowers(aten.chunk.default)
+def chunk(ctx: LowerCtx) -> list[Value]:
+    """chunk(Tensor(a -> *) self, int chunks, int dim=0) -> Tensor(a)[]"""
+    x = ctx.arg(0)
+    dim = ctx.arg(2) % ctx.rank(x)
+    total = _static_dim(ctx, x, dim)
+    step = -(-total // ctx.arg(1))
+    return _split(ctx, [min(step, total - i) for i in range(0, total, step)], dim)
+
+
+@lowers(aten.unbind.int)
+def unbind(ctx: LowerCtx) -> list[Value]:
+    """unbind(Tensor(a -> *) self, int dim=0) -> Tensor(a)[]"""
+    x = ctx.arg(0)
+    dim = ctx.arg(1) % ctx.rank(x)
+    n = _static_dim(ctx, x, dim)
+    axis = ctx.const([dim], torch.int64)
+    return [ctx.emit("Squeeze", part, axis) for part in _split(ctx, [1] * n, dim)]
+
+
+@lowers(operator.getitem)
+def getitem(ctx: LowerCtx) -> Any:
+    """One result of a multi-output node."""
+    values = ctx.env[ctx.arg(0)]
+    return values[ctx.arg(1)]
+
+
+# -- indexing by position ------------------------------------------------------------------
+@lowers(aten.select.int)
+def select(ctx: LowerCtx) -> Value:
+    """select(Tensor(a) self, int dim, SymInt index) -> Tensor(a)"""
+    rank = ctx.rank(ctx.arg(0))
+    return ctx.emit("Gather", ctx.input(0), ctx.int_scalar(ctx.arg(2)), axis=ctx.arg(1) % rank)
+
+
+@lowers(aten.slice.Tensor)
+def slice_(ctx: LowerCtx) -> Value:
+    """slice(Tensor(a) self, int dim=0, SymInt? start=None, SymInt? end=None, SymInt step=1)"""
+    x = ctx.arg(0)
+    rank = ctx.rank(x)
+    dim = ctx.arg(1) % rank
+    start = 0 if ctx.arg(2) is None else ctx.arg(2)
+    end = ctx.arg(3)
+    end = 9223372036854775807 if end is None else end
+    step = ctx.arg(4)
+    if start == 0 and isinstance(end, int) and step == 1:
+        size = ctx.static_shape(x)[dim]
+        if size is not None and end >= size:
+            return ctx.value(x)
+    return ctx.emit(
+        "Slice",
+        ctx.value(x),
+        ctx.int_list([start]),
+        ctx.int_list([end]),
+        ctx.const([dim], torch.int64),
+        ctx.const([step], torch.int64),
+    )
+
+
+@lowers(aten.narrow.default)
+def narrow(ctx: LowerCtx) -> Value:
+    """narrow(Tensor(a) self, int dim, SymInt start, SymInt length) -> Tensor(a)"""
+    dim = ctx.arg(1) % ctx.rank(ctx.arg(0))
+    start = ctx.int_list([ctx.arg(2)])
+    end = ctx.emit("Add", start, ctx.int_list([ctx.arg(3)]))
+    return ctx.emit("Slice", ctx.input(0), start, end, ctx.const([dim], torch.int64))
+
+
+# -- SymInt arithmetic (batch expressions inserted by capture) ------------------------------
+@lowers(aten.sym_size.int)
+def sym_size(ctx: LowerCtx) -> Value:
+    """sym_size.int(Tensor self, int dim) -> SymInt, as an int64 tensor of shape [1]"""
+    dim = ctx.arg(1) % ctx.rank(ctx.arg(0))
+    return ctx.shape_of(ctx.arg(0), start=dim, end=dim + 1)
+
+
+_SYM_OPS = {operator.mul: "Mul", operator.add: "Add", operator.sub: "Sub"}
+
+
+@lowers(*_SYM_OPS)
+def sym_arith(ctx: LowerCtx) -> Value:
+    """SymInt * int, SymInt + int, SymInt - int on [1]-shaped int64 values."""
+    a, b = (ctx.int_list([v]) for v in (ctx.arg(0), ctx.arg(1)))
+    return ctx.emit(_SYM_OPS[ctx.node.target], a, b)
+
+
+@lowers(operator.floordiv)
+def sym_floordiv(ctx: LowerCtx) -> Value:
+    """SymInt // int for non-negative sizes (ONNX integer Div truncates, equal here)."""
+    a, b = (ctx.int_list([v]) for v in (ctx.arg(0), ctx.arg(1)))
+    return ctx.emit("Div", a, b)
+
+
+# -- factories -----------------------------------------------------------------------------
+def _filled(ctx: LowerCtx, shape: Value, value: Any, dtype: torch.dtype) -> Value:
+    fill = onnx.helper.make_tensor("value", onnx_dtype(dtype), [1], [value])
+    if dtype == torch.bool:
+        fill = onnx.helper.make_tensor("value", onnx_dtype(dtype), [1], [bool(value)])
+    return ctx.emit("ConstantOfShape", shape, value=fill)
+
+
+def _static(items: Any) -> bool:
+    return all(isinstance(i, int) for i in items)
+
+
+@lowers(
+    aten.zeros.default,
+    aten.ones.default,
+    aten.empty.memory_format,
+    aten.full.default,
+    aten.new_zeros.default,
+    aten.new_ones.default,
+    aten.new_empty.default,
+    aten.new_full.default,
+)
+def full(ctx: LowerCtx) -> Value:
+    """zeros/ones/empty/full(SymInt[] size, [Scalar fill_value], *, ScalarType? dtype, ...);
+    new_* take the size after ``self``. Empty tensors are zero-filled."""
+    target = ctx.node.target
+    is_new = target.overloadpacket in (aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full)
+    size = list(ctx.arg(1 if is_new else 0))
+    packet = target.overloadpacket
+    if packet in (aten.full, aten.new_full):
+        value = ctx.arg(2 if is_new else 1)
+    else:
+        value = 1 if packet in (aten.ones, aten.new_ones) else 0
+    dtype = ctx.out_dtype
+    if _static(size) and isinstance(value, (int, float, bool)):
+        return ctx.const(torch.full(size, value, dtype=dtype))
+    if isinstance(value, fx.Node):
+        return ctx.emit("Expand", ctx.input_as(value, dtype), ctx.int_list(size))
+    return _filled(ctx, ctx.int_list(size), value, dtype)
+
+
+@lowers(
+    aten.zeros_like.default,
+    aten.ones_like.default,
+    aten.empty_like.default,
+    aten.full_like.default,
+    aten.fill.Scalar,
+)
+def full_like(ctx: LowerCtx) -> Value:
+    """zeros_like/ones_like/empty_like/full_like(Tensor self, ...); fill(self, value)."""
+    packet = ctx.node.target.overloadpacket
+    value = {aten.zeros_like: 0, aten.ones_like: 1, aten.empty_like: 0}.get(packet)
+    if value is None:
+        value = ctx.arg(1)
+    x = ctx.arg(0)
+    dtype = ctx.out_dtype
+    shape = ctx.static_shape(x)
+    if all(d is not None for d in shape) and isinstance(value, (int, float, bool)):
+        return ctx.const(torch.full(tuple(shape), value, dtype=dtype))
+    return _filled(ctx, ctx.shape_of(x), value, dtype)
+
+
+@lowers(aten.scalar_tensor.default)
+def scalar_tensor(ctx: LowerCtx) -> Value:
+    """scalar_tensor(Scalar s, *, ScalarType? dtype=None, ...) -> Tensor"""
+    return ctx.const(ctx.arg(0), ctx.out_dtype)
+
+
+@lowers(aten.arange.default, aten.arange.start, aten.arange.start_step)
+def arange(ctx: LowerCtx) -> Value:
+    """arange(Scalar start=0, Scalar end, Scalar step=1, *, ScalarType? dtype=None) -> Tensor"""
+    target = ctx.node.target
+    if target == aten.arange.default:
+        start, end, step = 0, ctx.arg(0), 1
+    else:
+        start, end = ctx.arg(0), ctx.arg(1)
+        step = ctx.arg(2) if target == aten.arange.start_step else 1
+    dtype = ctx.out_dtype
+    if all(isinstance(v, (int, float)) for v in (start, end, step)):
+        return ctx.const(torch.arange(start, end, step, dtype=dtype))
+
+    def scalar(v: Any) -> Value:
+        if isinstance(v, fx.Node):
+            return ctx.cast(ctx.int_scalar(v), dtype, torch.int64)
+        return ctx.const(v, dtype)
+
+    return ctx.emit("Range", scalar(start), scalar(end), scalar(step))
+
+
+@lowers(aten.copy.default)
+def copy(ctx: LowerCtx) -> Value:
+    """copy(Tensor self, Tensor src, bool non_blocking=False) -> Tensor: src's values in self's
+    shape and dtype (the functional form of ``self.copy_(src)``)."""
+    src = ctx.input_as(ctx.arg(1), ctx.out_dtype)
+    if ctx.static_shape(ctx.arg(0)) == ctx.static_shape(ctx.arg(1)) and None not in (
+        ctx.static_shape(ctx.arg(0))
+    ):
+        return src
+    return ctx.emit("Expand", src, ctx.shape_of(ctx.arg(0)))
