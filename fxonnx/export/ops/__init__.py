@@ -1,11 +1,17 @@
 """Lowering rules, one module per op family; importing this package registers them all."""
 
 from . import (  # noqa: F401
+    attention,
+    control,
     conv,
     elementwise,
+    embedding,
+    index,
     linear,
     norm,
     pool,
     reduce,
+    resize,
+    rnn,
     shape,
 )

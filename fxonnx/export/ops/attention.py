@@ -1,0 +1,3 @@
+"""attention lowering rules."""
+
+from __future__ import annotations

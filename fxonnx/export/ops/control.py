@@ -1,0 +1,3 @@
+"""control lowering rules."""
+
+from __future__ import annotations

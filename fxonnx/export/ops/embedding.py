@@ -1,0 +1,3 @@
+"""embedding lowering rules."""
+
+from __future__ import annotations

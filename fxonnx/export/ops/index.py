@@ -1,0 +1,3 @@
+"""index lowering rules."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""resize lowering rules."""
+
+from __future__ import annotations

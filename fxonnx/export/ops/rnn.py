@@ -1,0 +1,3 @@
+"""rnn lowering rules."""
+
+from __future__ import annotations
