@@ -1,0 +1,248 @@
+"""The public pipeline: capture -> lower -> onnxruntime session -> verification."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import onnx
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from ._errors import InputError, UnsupportedOpError
+from .capture import Captured, ConstantLeaf, capture
+from .export import DEFAULT_OPSET, lower, save_model
+from .runtime import Session
+from .verify import Report
+from .verify import verify as verify_outputs
+
+log = logging.getLogger(__name__)
+
+
+class CompiledModel:
+    """A model running in onnxruntime that is called like the eager module: torch tensors in
+    (positional and keyword), the eager output structure (tensor, tuple, list, dict) out."""
+
+    def __init__(
+        self, captured: Captured, onnx_model: onnx.ModelProto, session: Session, report: Report
+    ) -> None:
+        self.captured = captured
+        self.onnx_model = onnx_model
+        self.session = session
+        self.report = report
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.captured.user_inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.captured.outputs]
+
+    def _flat_inputs(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+        if spec != self.captured.in_spec:
+            raise InputError(
+                f"inputs have a different structure than at compile time: got {spec}, "
+                f"expected {self.captured.in_spec}",
+                hint=f"call with the same arguments as the example: {self.input_names}",
+            )
+        tensors = []
+        for leaf, want in zip(leaves, self.captured.leaves, strict=True):
+            if isinstance(want, ConstantLeaf):
+                if leaf != want.value:
+                    raise InputError(
+                        f"argument {want.name!r} was {want.value!r} at compile time and is baked "
+                        f"into the graph; got {leaf!r}",
+                        hint="recompile with the new value, or pass it as a tensor",
+                    )
+            elif not isinstance(leaf, torch.Tensor):
+                raise InputError(
+                    f"input {want.name!r} must be a torch.Tensor, got {type(leaf).__name__}"
+                )
+            else:
+                tensors.append(leaf)
+        return tensors
+
+    def _output_shapes(self, tensors: list[torch.Tensor]) -> list[tuple[int, ...]] | None:
+        info = self.captured.batch
+        batch = None
+        for t, d in zip(tensors, info.dims, strict=True):
+            if d is not None:
+                batch = t.shape[d]
+        shapes = []
+        for spec in self.captured.outputs:
+            dims = []
+            for d in spec.shape:
+                if isinstance(d, int):
+                    dims.append(d)
+                elif batch is not None and d == "batch":
+                    dims.append(batch)
+                elif batch is not None and d.startswith("batch*"):
+                    dims.append(batch * int(d.split("*")[1]))
+                else:
+                    return None
+            shapes.append(tuple(dims))
+        return shapes
+
+    def run_flat(self, args: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
+        """The tensor outputs as a flat list (in ``output_names`` order)."""
+        tensors = self._flat_inputs(args, kwargs or {})
+        shapes = self._output_shapes(tensors) if self.session.on_cuda else None
+        outs = self.session.run_torch(tensors, shapes)
+        want = self.captured.outputs
+        return [o.to(s.dtype) if o.dtype != s.dtype else o for o, s in zip(outs, want, strict=True)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        outs = iter(self.run_flat(args, kwargs))
+        leaves = [
+            leaf.value if isinstance(leaf, ConstantLeaf) else next(outs)
+            for leaf in self.captured.out_leaves
+        ]
+        return pytree.tree_unflatten(leaves, self.captured.out_spec)
+
+    def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> list:
+        """Write the ONNX model (weights in ``<path>.data`` when past 2 GB or asked for)."""
+        return save_model(self.onnx_model, path, external_data=external_data)
+
+    def __repr__(self) -> str:
+        verdict = "ok" if self.report.ok else "FAILED"
+        if not self.report.verified:
+            verdict = "not verified"
+        return (
+            f"CompiledModel(inputs={self.input_names}, outputs={self.output_names}, "
+            f"provider={self.provider!r}, nodes={len(self.onnx_model.graph.node)}, "
+            f"verification={verdict})"
+        )
+
+
+class _train_off:
+    """Capture and verify in eval mode (dropout off, batch-norm running stats), then restore."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.was_training = model.training
+
+    def __enter__(self) -> bool:
+        self.model.eval()
+        return self.was_training
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
+
+
+def _capture_and_lower(
+    model: nn.Module,
+    args: Any,
+    kwargs: dict | None,
+    *,
+    opset: int,
+    batch_dims: Any,
+    dynamic: bool,
+    fallback: str | None,
+) -> tuple[Captured, onnx.ModelProto, dict[str, float], list[str]]:
+    if fallback not in (None, "torch.onnx"):
+        raise ValueError(f"fallback must be None or 'torch.onnx', not {fallback!r}")
+    notes: list[str] = []
+    stages: dict[str, float] = {}
+    with _train_off(model) as was_training:
+        if was_training:
+            notes.append("model was in training mode; captured in eval mode")
+        t0 = time.perf_counter()
+        captured = capture(model, args, kwargs, batch_dims=batch_dims, dynamic=dynamic)
+        stages["capture"] = (time.perf_counter() - t0) * 1e3
+    notes += captured.notes
+    t0 = time.perf_counter()
+    try:
+        onnx_model = lower(captured, opset=opset)
+    except UnsupportedOpError as e:
+        if fallback != "torch.onnx":
+            raise
+        from .export._fallback import export_with_torch_onnx
+
+        onnx_model = export_with_torch_onnx(captured, opset)
+        notes.append(
+            "exported by torch.onnx.export (fallback='torch.onnx') because these ops have no "
+            f"fxonnx lowering: {sorted({op.target for op in e.ops})}"
+        )
+    stages["lower"] = (time.perf_counter() - t0) * 1e3
+    return captured, onnx_model, stages, notes
+
+
+def compile(  # noqa: A001 - the public name mirrors torch.compile
+    model: nn.Module,
+    args: Any = (),
+    kwargs: dict | None = None,
+    *,
+    provider: str = "auto",
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    batch_dims: Any = "auto",
+    dynamic: bool = True,
+    fallback: str | None = None,
+) -> CompiledModel:
+    """Capture ``model`` on the example inputs, lower it to ONNX and load it in onnxruntime.
+
+    ``provider``: "cpu", "cuda" or "auto" (CUDA when it really works, else the CPU with one
+    warning). ``verify`` (default) compares the compiled model with eager on the example inputs
+    and, with a dynamic batch, at a second batch size; a mismatch raises VerificationError.
+    ``batch_dims``/``dynamic`` choose the dynamic batch (see ``fxonnx.capture.capture``).
+    ``fallback="torch.onnx"`` hands graphs with unsupported ops to ``torch.onnx.export``.
+    """
+    captured, onnx_model, stages, notes = _capture_and_lower(
+        model,
+        args,
+        kwargs,
+        opset=opset,
+        batch_dims=batch_dims,
+        dynamic=dynamic,
+        fallback=fallback,
+    )
+    t0 = time.perf_counter()
+    session = Session(onnx_model.SerializeToString(), provider=provider)
+    stages["session"] = (time.perf_counter() - t0) * 1e3
+    report = Report(stages=stages, notes=tuple(notes))
+    compiled = CompiledModel(captured, onnx_model, session, report)
+    if verify:
+        checked = verify_outputs(model, args, compiled, kwargs)
+        compiled.report = report.add(
+            checks=checked.checks, notes=checked.notes, stages=checked.stages
+        )
+        compiled.report.raise_if_failed()
+    return compiled
+
+
+def export(
+    model: nn.Module,
+    args: Any,
+    path: str | os.PathLike | None = None,
+    kwargs: dict | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    batch_dims: Any = "auto",
+    dynamic: bool = True,
+    fallback: str | None = None,
+    external_data: bool | None = None,
+) -> onnx.ModelProto:
+    """Capture and lower ``model`` to ONNX without running it; save to ``path`` when given."""
+    _, onnx_model, _, notes = _capture_and_lower(
+        model,
+        args,
+        kwargs,
+        opset=opset,
+        batch_dims=batch_dims,
+        dynamic=dynamic,
+        fallback=fallback,
+    )
+    for note in notes:
+        log.info("fxonnx: %s", note)
+    if path is not None:
+        save_model(onnx_model, path, external_data=external_data)
+    return onnx_model

@@ -1,0 +1,222 @@
+"""An onnxruntime session that takes and returns torch tensors (or numpy arrays).
+
+Inputs are checked against the signature before onnxruntime sees them. On CUDA, torch CUDA
+tensors are bound in place with I/O binding and outputs are written into torch CUDA tensors,
+so no data goes through the host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .._errors import InputError, RuntimeSessionError
+from ._providers import CUDA, resolve
+
+_NUMPY_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """A graph input or output: name, numpy dtype, dims (int, or str for a named dynamic dim)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...]
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Full graph optimisation, quiet logs, and no spin-waiting threads (on 2-core machines
+    spinning threads steal the cores they wait for)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
+def _specs(values: Sequence[Any]) -> tuple[IOSpec, ...]:
+    out = []
+    for v in values:
+        dtype = _NUMPY_DTYPES.get(v.type)
+        if dtype is None:
+            raise RuntimeSessionError(f"value {v.name} has unsupported type {v.type}")
+        out.append(IOSpec(v.name, np.dtype(dtype), tuple(v.shape)))
+    return tuple(out)
+
+
+class Session:
+    """Runs an ONNX model (bytes or a path) on ``provider``, validating inputs by name."""
+
+    def __init__(
+        self,
+        model: bytes | str | os.PathLike,
+        *,
+        provider: str = "cpu",
+        threads: int | None = None,
+        options: ort.SessionOptions | None = None,
+    ) -> None:
+        self.providers = resolve(provider)
+        source = model if isinstance(model, bytes) else os.fspath(model)
+        try:
+            self._session = ort.InferenceSession(
+                source, options or session_options(threads), providers=self.providers
+            )
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:300]
+            raise RuntimeSessionError(f"onnxruntime could not load the model: {first}") from e
+        self.inputs = _specs(self._session.get_inputs())
+        self.outputs = _specs(self._session.get_outputs())
+        self.on_cuda = self._session.get_providers()[0] == CUDA
+
+    @property
+    def provider(self) -> str:
+        return "cuda" if self.on_cuda else "cpu"
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self, arrays: Sequence[Any], devices: Sequence[str] | None = None) -> None:
+        """One clear error for the first input whose count, dtype, rank, dim or device is off;
+        named dynamic dims must agree across inputs (one batch size per call)."""
+        if len(arrays) != len(self.inputs):
+            names = [s.name for s in self.inputs]
+            raise InputError(
+                f"expected {len(self.inputs)} input(s) {names}, got {len(arrays)}",
+                hint="pass the tensors in the order of the model's forward() arguments",
+            )
+        bound: dict[str, tuple[int, str]] = {}
+        for i, (spec, arr) in enumerate(zip(self.inputs, arrays, strict=True)):
+            dtype = np.dtype(arr.dtype) if not hasattr(arr, "is_cuda") else _torch_np(arr.dtype)
+            if dtype != spec.dtype:
+                raise InputError(
+                    f"input {spec.name!r} has dtype {dtype}, expected {spec.dtype}",
+                    hint=f"convert it first (e.g. tensor.to(torch.{_torch_name(spec.dtype)}))",
+                )
+            shape = tuple(arr.shape)
+            if len(shape) != len(spec.shape):
+                raise InputError(
+                    f"input {spec.name!r} has {len(shape)} dims {list(shape)}, expected "
+                    f"{len(spec.shape)} {_show(spec.shape)}"
+                )
+            for d, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+                if isinstance(want, int) and got != want:
+                    raise InputError(
+                        f"input {spec.name!r} dim {d} is {got}, expected {want} "
+                        f"(shape {_show(spec.shape)})",
+                        hint="this dim is static in the exported graph"
+                        + ("; re-export with a dynamic batch" if d == 0 else ""),
+                    )
+                if isinstance(want, str) and want == "batch":
+                    if want in bound and bound[want][0] != got:
+                        raise InputError(
+                            f"input {spec.name!r} has batch size {got} but input "
+                            f"{bound[want][1]!r} has {bound[want][0]}"
+                        )
+                    bound[want] = (got, spec.name)
+            if devices is not None:
+                device = devices[i]
+                if device.startswith("cuda") and not self.on_cuda:
+                    raise InputError(
+                        f"input {spec.name!r} is on {device} but the session runs on the CPU",
+                        hint="move it with .cpu(), or compile with provider='cuda'",
+                    )
+
+    # -- running ---------------------------------------------------------------------------
+    def run_numpy(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.validate(arrays)
+        feeds = {s.name: np.ascontiguousarray(a) for s, a in zip(self.inputs, arrays, strict=True)}
+        try:
+            return self._session.run(None, feeds)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:300]
+            raise RuntimeSessionError(f"onnxruntime failed while running: {first}") from e
+
+    def run_torch(
+        self, tensors: Sequence[Any], output_shapes: Sequence[tuple] | None = None
+    ) -> list:
+        """torch tensors in, torch tensors out. CUDA tensors on a CUDA session go through I/O
+        binding; outputs land in torch CUDA tensors when ``output_shapes`` are known."""
+        import torch
+
+        devices = [str(t.device) for t in tensors]
+        self.validate(tensors, devices)
+        if self.on_cuda and any(t.is_cuda for t in tensors):
+            return self._run_bound(tensors, output_shapes)
+        arrays = [t.detach().cpu().numpy() for t in tensors]
+        return [torch.from_numpy(o) for o in self.run_numpy(arrays)]
+
+    def _run_bound(self, tensors: Sequence[Any], output_shapes: Sequence[tuple] | None) -> list:
+        import torch
+
+        binding = self._session.io_binding()
+        device = next(t.device for t in tensors if t.is_cuda)
+        keep = []
+        for spec, t in zip(self.inputs, tensors, strict=True):
+            t = t.detach().to(device).contiguous()
+            keep.append(t)
+            binding.bind_input(
+                spec.name, "cuda", device.index or 0, spec.dtype.type, tuple(t.shape), t.data_ptr()
+            )
+        outs: list[Any] = []
+        for i, spec in enumerate(self.outputs):
+            if output_shapes is not None:
+                out = torch.empty(output_shapes[i], dtype=_np_torch(spec.dtype), device=device)
+                binding.bind_output(
+                    spec.name,
+                    "cuda",
+                    device.index or 0,
+                    spec.dtype.type,
+                    tuple(out.shape),
+                    out.data_ptr(),
+                )
+                outs.append(out)
+            else:
+                binding.bind_output(spec.name, "cuda", device.index or 0)
+                outs.append(None)
+        binding.synchronize_inputs()
+        self._session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        if output_shapes is None:
+            return [torch.from_numpy(v).to(device) for v in binding.copy_outputs_to_cpu()]
+        return outs
+
+
+def _show(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _torch_np(dtype: Any) -> np.dtype:
+    import torch
+
+    return (
+        np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
+        if dtype != torch.bfloat16
+        else np.dtype("V2")
+    )
+
+
+def _np_torch(dtype: np.dtype) -> Any:
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+def _torch_name(dtype: np.dtype) -> str:
+    return str(_np_torch(dtype)).removeprefix("torch.")
