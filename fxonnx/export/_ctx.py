@@ -13,6 +13,7 @@ from ._builder import GraphBuilder
 from ._dtypes import onnx_dtype
 
 Value = str  # the ONNX name of a tensor value
+_NEAR_SENTINEL = 4096  # batch - k for k below this is still the (dynamic) batch
 
 
 class LowerCtx:
@@ -94,13 +95,12 @@ class LowerCtx:
         return self.val(x).dim()
 
     def static_shape(self, x: Any) -> tuple[int | None, ...]:
-        """Shape of ``x`` with None for dims that vary at run time (the batch)."""
+        """Shape of ``x`` with None for dims that vary at run time: multiples of the batch, and
+        sizes near or above the sentinel batch (``x[:-1]`` has batch - 1 rows)."""
         sentinel = self.builder.root.sentinel
         shape = self.val(x).shape
-        return tuple(
-            None if sentinel and int(d) >= sentinel and int(d) % sentinel == 0 else int(d)
-            for d in shape
-        )
+        low = sentinel - _NEAR_SENTINEL if sentinel else 0
+        return tuple(None if sentinel and int(d) >= low else int(d) for d in shape)
 
     def tensor_inputs(self) -> list[Value]:
         return [self.value(a) for a in self.node.args if isinstance(a, fx.Node)]

@@ -377,6 +377,13 @@ def full_like(ctx: LowerCtx) -> Value:
     return _filled(ctx, ctx.shape_of(x), value, dtype)
 
 
+@lowers(aten.fill.Tensor)
+def fill_tensor(ctx: LowerCtx) -> Value:
+    """fill.Tensor(Tensor self, Tensor value) -> Tensor: a 0-d ``value`` in self's shape."""
+    value = ctx.input_as(ctx.arg(1), ctx.out_dtype)
+    return ctx.emit("Expand", value, ctx.shape_of(ctx.arg(0)))
+
+
 @lowers(aten.scalar_tensor.default)
 def scalar_tensor(ctx: LowerCtx) -> Value:
     """scalar_tensor(Scalar s, *, ScalarType? dtype=None, ...) -> Tensor"""
