@@ -53,15 +53,19 @@ def _scalars_of(value: Any) -> list[int | float]:
 
 def _suspicious(value: int | float, sentinel: int) -> bool:
     if isinstance(value, int):
-        if abs(value) >= _HUGE or abs(value) < sentinel:
+        # ints from 8192 up may be S // k; smaller ones are taken as model constants
+        if abs(value) >= _HUGE or abs(value) < 8192:
             return False
         a, c = divmod(value, sentinel)
         return c != 0 or a >= sentinel
     if value != value or abs(value) == float("inf"):
         return False
+    # 1/S, k/S: tiny floats that are whole multiples of 1/S; or large ones like S/2.
     scaled = value * sentinel
-    near_int = round(scaled) != 0 and abs(scaled - round(scaled)) <= 1e-9 * abs(scaled)
-    return abs(value) >= 1000.0 or near_int
+    tiny_multiple = abs(value) < 1e-3 and round(scaled) != 0 and (
+        abs(scaled - round(scaled)) <= 1e-6 * abs(scaled)
+    )
+    return abs(value) >= 1000.0 or tiny_multiple
 
 
 def scan(gm: fx.GraphModule, sentinel: int) -> str | None:

@@ -127,7 +127,17 @@ class Captured:
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-_TORCH_DIRS = ("/torch/", "/fxonnx/", "<frozen", "/functorch/", "/contextlib.py", "/site-packages/")
+# Frames of these files are the machinery, not the user's model (the zoo in fxonnx/models is).
+_TORCH_DIRS = (
+    "/torch/",
+    "/functorch/",
+    "/fxonnx/capture/",
+    "/fxonnx/export/",
+    "/fxonnx/passes/",
+    "/fxonnx/_compile.py",
+    "<frozen",
+    "/contextlib.py",
+)
 
 
 def user_source(stack_trace: str | None) -> str | None:

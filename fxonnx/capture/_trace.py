@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import warnings
 from typing import Any
 
 import torch
@@ -253,7 +254,7 @@ def _trace_with_batch(tracer: _Tracer) -> tuple[fx.GraphModule, BatchInfo, list[
         reason = str(e).splitlines()[0]
         gm = tracer.trace(None)  # the real example shapes; a genuine error surfaces here
         note = f"batch is static ({example}): {reason}"
-        log.warning("fxonnx: %s", note)
+        warnings.warn(f"fxonnx: {note}", UserWarning, stacklevel=4)
         return gm, BatchInfo(False, example, dims, reason=reason), [note]
 
 

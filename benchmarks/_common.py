@@ -1,0 +1,78 @@
+"""Shared benchmark helpers: quiet torch.onnx exports, interleaved latency medians."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from fxonnx import models
+from fxonnx.runtime import session_options
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def torch_onnx_export(name: str, model: torch.nn.Module, inputs: tuple) -> onnx.ModelProto:
+    """torch.onnx.export(dynamo=True) with the zoo's batch dims dynamic, as a user would call it."""
+    info = models.info(name)
+    batch = torch.export.Dim("batch")
+    dynamic = tuple({d: batch} for d in info.batch_dims)
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, inputs, dynamo=True, dynamic_shapes=dynamic, verbose=False,
+                input_names=list(info.input_names),
+            )
+    finally:
+        logging.disable(logging.NOTSET)
+    buf = io.BytesIO()
+    onnx.save_model(program.model_proto, buf)
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(
+        model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
+    )
+
+
+def feeds(sess: ort.InferenceSession, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    return {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs, strict=True)}
+
+
+def interleaved_latency(
+    sessions: Sequence[ort.InferenceSession], inputs: Sequence[torch.Tensor], rounds: int, iters: int
+) -> list[float]:
+    """Median seconds per run for each session, alternating A/B/... each round (fairer on a
+    2-core machine whose speed drifts)."""
+    all_feeds = [feeds(s, inputs) for s in sessions]
+    for s, f in zip(sessions, all_feeds, strict=True):
+        s.run(None, f)  # warm-up
+    samples: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for i, (s, f) in enumerate(zip(sessions, all_feeds, strict=True)):
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                s.run(None, f)
+            samples[i].append((time.perf_counter() - t0) / iters)
+    return [statistics.median(x) for x in samples]

@@ -1,0 +1,106 @@
+"""Sessions: inputs are checked before onnxruntime sees them; CUDA only when it really works."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fxonnx
+from fxonnx.runtime import Session, _providers
+
+
+@pytest.fixture(scope="module")
+def compiled() -> fxonnx.CompiledModel:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).eval()
+    return fxonnx.compile(model, (torch.randn(2, 4),), provider="cpu")
+
+
+def test_wrong_count_names_the_expected_inputs(compiled: fxonnx.CompiledModel) -> None:
+    with pytest.raises(fxonnx.InputError, match=r"expected 1 input\(s\) \['input'\], got 2"):
+        compiled.session.run_numpy([np.zeros((2, 4), np.float32)] * 2)
+
+
+def test_wrong_dtype_names_the_input_and_the_fix(compiled: fxonnx.CompiledModel) -> None:
+    with pytest.raises(fxonnx.InputError, match=r"'input' has dtype float64, expected float32") as e:
+        compiled(torch.zeros(2, 4, dtype=torch.float64))
+    assert "torch.float32" in str(e.value)
+
+
+def test_wrong_rank_and_static_dim(compiled: fxonnx.CompiledModel) -> None:
+    with pytest.raises(fxonnx.InputError, match=r"has 3 dims \[2, 4, 1\], expected 2"):
+        compiled(torch.zeros(2, 4, 1))
+    with pytest.raises(fxonnx.InputError, match=r"dim 1 is 5, expected 4"):
+        compiled(torch.zeros(2, 5))
+
+
+def test_cuda_tensor_on_a_cpu_session_is_refused(compiled: fxonnx.CompiledModel) -> None:
+    arr = np.zeros((2, 4), np.float32)
+    with pytest.raises(fxonnx.InputError, match=r"is on cuda:0 but the session runs on the CPU"):
+        compiled.session.validate([arr], devices=["cuda:0"])
+
+
+def test_batch_sizes_must_agree_across_inputs() -> None:
+    class Two(nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return a + b
+
+    cm = fxonnx.compile(Two(), (torch.randn(2, 3), torch.randn(2, 3)), provider="cpu")
+    with pytest.raises(fxonnx.InputError, match=r"'b' has batch size 4 but input 'a' has 3"):
+        cm(torch.randn(3, 3), torch.randn(4, 3))
+
+
+def test_unusable_cuda_raises_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_providers, "cuda_status", lambda: (False, "no GPU in this test"))
+    with pytest.raises(fxonnx.RuntimeSessionError, match="provider='cuda' was asked for") as e:
+        _providers.resolve("cuda")
+    assert "no GPU in this test" in str(e.value) and "provider='auto'" in str(e.value)
+
+
+def test_auto_falls_back_to_cpu_with_a_single_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_providers, "cuda_status", lambda: (False, "no GPU in this test"))
+    monkeypatch.setattr(_providers, "_warned_fallback", False)
+    monkeypatch.setattr(_providers.ort, "get_available_providers", lambda: [_providers.CUDA])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _providers.resolve("auto") == [_providers.CPU]
+        assert _providers.resolve("auto") == [_providers.CPU]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "no GPU in this test" in messages[0]
+
+
+def test_the_real_cuda_probe_gives_a_reason_without_flooding_stderr(capfd: pytest.CaptureFixture) -> None:
+    _providers.cuda_status.cache_clear()
+    usable, reason = _providers.cuda_status()
+    err = capfd.readouterr().err
+    assert isinstance(usable, bool) and reason
+    assert err.count("\n") <= 2, err[:2000]
+
+
+def test_unknown_provider_is_a_usage_error() -> None:
+    with pytest.raises(fxonnx.RuntimeSessionError, match="unknown provider 'tpu'"):
+        _providers.resolve("tpu")
+
+
+def test_broken_model_bytes_give_one_line() -> None:
+    with pytest.raises(fxonnx.RuntimeSessionError, match="could not load the model"):
+        Session(b"not an onnx model")
+
+
+def _cuda_ready() -> bool:
+    return torch.cuda.is_available() and _providers.cuda_status()[0]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _cuda_ready(), reason="needs a GPU and a working onnxruntime CUDA provider")
+def test_cuda_tensors_in_and_out_through_io_binding() -> None:
+    model, inputs = fxonnx.models.get("resnet18", batch=2)
+    cm = fxonnx.compile(model, inputs, provider="cuda")
+    assert cm.provider == "cuda"
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    y = cm(x)
+    assert y.is_cuda and y.shape == (4, 1000)
+    torch.testing.assert_close(y.cpu(), model(x.cpu()).detach(), rtol=1e-3, atol=1e-3)
