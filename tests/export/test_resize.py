@@ -1,0 +1,146 @@
+"""Upsampling, interpolation, padding and pixel shuffles against eager at two batch sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fxonnx import models
+from fxonnx._errors import ExportError
+from fxonnx.capture import capture
+from fxonnx.export import lower
+
+
+class Fn(nn.Module):
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.fn(*args)
+
+
+def _rand(*shape: int) -> Callable[[int], tuple]:
+    return lambda b: (torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)),)
+
+
+_SPATIAL = {"linear": (3, 6), "nearest": (3, 5, 6), "bilinear": (3, 5, 6), "bicubic": (3, 5, 6)}
+_SPATIAL |= {"trilinear": (2, 3, 4, 5), "nearest-exact": (3, 5, 6)}
+UPSAMPLE: list[tuple[str, dict]] = []
+for mode, shape in _SPATIAL.items():
+    n = len(shape) - 1
+    for kw in (
+        {"scale_factor": 2},
+        {"scale_factor": 0.5},
+        {"scale_factor": 1.7},
+        {"size": (7, 4, 3)[-n:]},
+        {"size": (1,) * n},
+    ):
+        aligns = (
+            (False, True) if mode in ("linear", "bilinear", "bicubic", "trilinear") else (None,)
+        )
+        for align in aligns:
+            UPSAMPLE.append((mode, {**kw, "align_corners": align}))
+
+
+@pytest.mark.parametrize(("mode", "kw"), UPSAMPLE, ids=[f"{m}-{k}" for m, k in UPSAMPLE])
+def test_upsample_matches_eager(mode: str, kw: dict, onnx_matches: Callable) -> None:
+    onnx_matches(nn.Upsample(mode=mode, **kw), _rand(*_SPATIAL[mode]))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: F.interpolate(x, size=(9, 2), mode="bilinear", antialias=False),
+        lambda x: F.interpolate(x, scale_factor=(2, 3), mode="nearest"),
+        lambda x: F.interpolate(x, scale_factor=1.5, mode="bicubic", recompute_scale_factor=True),
+        lambda x: F.interpolate(x.half(), scale_factor=2, mode="bilinear").float(),
+        lambda x: F.upsample_nearest(x, scale_factor=3),
+    ],
+    ids=["bilinear_size", "nearest_hw_scales", "bicubic_recompute", "float16", "legacy"],
+)
+def test_interpolate_matches_eager(fn: Callable, onnx_matches: Callable) -> None:
+    onnx_matches(Fn(fn), _rand(3, 5, 6))
+
+
+PADS = [
+    (nn.ZeroPad2d((1, 2, 3, 0)), (3, 5, 6)),
+    (nn.ConstantPad1d((2, -1), 3.5), (3, 6)),
+    (nn.ConstantPad3d(1, -1.0), (2, 3, 4, 5)),
+    (nn.ReflectionPad1d((2, 3)), (3, 6)),
+    (nn.ReflectionPad2d((1, 2, 3, 0)), (3, 5, 6)),
+    (nn.ReflectionPad3d(1), (2, 3, 4, 5)),
+    (nn.ReplicationPad1d((0, 4)), (3, 6)),
+    (nn.ReplicationPad2d(2), (3, 5, 6)),
+    (nn.ReplicationPad3d((1, 0, 2, 1, 0, 3)), (2, 3, 4, 5)),
+    (nn.CircularPad1d(2), (3, 6)),
+    (nn.CircularPad2d((1, 2, 3, 0)), (3, 5, 6)),
+    (nn.CircularPad3d(1), (2, 3, 4, 5)),
+    (Fn(lambda x: F.pad(x, (1, -1, -2, 2), value=2.0)), (3, 5, 6)),
+    (Fn(lambda x: F.pad(x, (1, 1, 0, 0, 1, 1))), (3, 5, 6)),  # the channel dim too
+    (Fn(lambda x: F.pad(x, (-1, 2, 0, -2), mode="replicate")), (3, 5, 6)),
+    (Fn(lambda x: F.pad((x * 10).long(), (1, 2), value=-7)), (3, 5, 6)),
+    (Fn(lambda x: torch.constant_pad_nd(x, (2, 1), 1.5)), (3, 6)),
+]
+
+
+@pytest.mark.parametrize(("layer", "shape"), PADS, ids=[str(i) for i in range(len(PADS))])
+def test_pad_matches_eager(layer: nn.Module, shape: tuple, onnx_matches: Callable) -> None:
+    onnx_matches(layer, _rand(*shape))
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (nn.PixelShuffle(2), (8, 3, 5)),
+        (nn.PixelShuffle(3), (2, 9, 2, 3)),  # extra leading dim: reshape path
+        (nn.PixelUnshuffle(2), (3, 4, 6)),
+        (nn.PixelUnshuffle(3), (2, 2, 3, 6)),
+        (Fn(lambda x: F.pixel_unshuffle(F.pixel_shuffle(x, 2), 2) - x), (8, 3, 5)),
+    ],
+    ids=["shuffle", "shuffle_5d", "unshuffle", "unshuffle_5d", "roundtrip"],
+)
+def test_pixel_shuffle_matches_eager(layer: nn.Module, shape: tuple, onnx_matches) -> None:
+    model = onnx_matches(layer, _rand(*shape))
+    ops = {n.op_type for n in model.graph.node}
+    if isinstance(layer, nn.PixelShuffle) and len(shape) == 3:
+        assert ops == {"DepthToSpace"}
+    assert "SpaceToDepth" not in ops
+
+
+def test_unet_small_matches_eager(onnx_matches: Callable) -> None:
+    module, _ = models.get("unet_small", batch=1)
+    onnx_matches(module, lambda b: (models.get("unet_small", batch=b)[1][0],))
+
+
+def test_resize_modes_in_graph() -> None:
+    captured = capture(nn.Upsample(size=(4, 4), mode="bicubic"), (torch.randn(2, 3, 2, 2),))
+    (node,) = [n for n in lower(captured).graph.node if n.op_type == "Resize"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["coordinate_transformation_mode"] == b"half_pixel"
+    assert attrs["cubic_coeff_a"] == pytest.approx(-0.75)
+    assert attrs["exclude_outside"] == 0
+
+
+def test_circular_pad_needs_opset_19() -> None:
+    captured = capture(nn.CircularPad2d(1), (torch.randn(2, 3, 4, 4),))
+    with pytest.raises(ExportError, match="opset 19"):
+        lower(captured, opset=18)
+
+
+def test_float64_resizes_in_float32() -> None:
+    module = nn.Upsample(scale_factor=2, mode="bicubic")
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    model = lower(capture(module, (x,)))
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {model.graph.input[0].name: x.numpy()})
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, module(x).numpy(), rtol=1e-5, atol=1e-6)
