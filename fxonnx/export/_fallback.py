@@ -32,7 +32,7 @@ class _CapturedModule(nn.Module):
 
 def export_with_torch_onnx(captured: Captured, opset: int) -> onnx.ModelProto:
     """Export the same captured graph with torch.onnx (dynamo), batch dynamic as captured."""
-    module = _CapturedModule(captured)
+    module = _CapturedModule(captured).eval()
     examples = tuple(
         torch.zeros([d if isinstance(d, int) else 2 for d in s.shape], dtype=s.dtype)
         for s in captured.user_inputs
