@@ -1,27 +1,132 @@
-"""Entry point of the ``fxonnx`` console script."""
+"""Entry point of the ``fxonnx`` console script: argparse subcommands and error handling.
+
+Exit codes: 0 ok, 1 verification/benchmark/export failure, 2 usage error (bad flags, unknown
+model, bad --input spec, missing file). Errors print one line plus a hint; --debug adds the
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import traceback
+import warnings
+from collections.abc import Callable
 
+from .._errors import FxonnxError, InputError
 from .._version import __version__
+from . import _bench, _export, _inspect, _models, _verify
+from ._common import EXIT_FAILED, EXIT_USAGE, UsageError
+
+_COMMANDS: tuple[tuple[str, Callable, Callable], ...] = (
+    ("export", _export.add_parser, _export.run),
+    ("verify", _verify.add_parser, _verify.run),
+    ("bench", _bench.add_parser, _bench.run),
+    ("inspect", _inspect.add_parser, _inspect.run),
+    ("models", _models.add_parser, _models.run),
+)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("output")
+    noise = group.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
+    noise.add_argument("-q", "--quiet", action="store_true", help="only results and errors")
+    group.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fxonnx",
         description="Export PyTorch models to ONNX through torch.fx, verified against eager.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  fxonnx models\n  fxonnx export resnet18 -o resnet18.onnx\n"
+        "  fxonnx verify resnet18.onnx --model resnet18\n  fxonnx bench mlp --batch 1,16\n"
+        "  fxonnx inspect resnet18.onnx\n\n"
+        "exit codes: 0 ok, 1 verification/benchmark/export failure, 2 usage error",
     )
     parser.add_argument("--version", action="version", version=f"fxonnx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = _common()
+    for _name, add, run in _COMMANDS:
+        p = add(sub, common)
+        p.set_defaults(func=run)
     return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    logger = logging.getLogger("fxonnx")
+    logger.setLevel(level)
+    if not any(getattr(h, "_fxonnx_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # binds sys.stderr now: pytest's capture sees it
+        handler._fxonnx_cli = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    for h in logger.handlers:
+        if getattr(h, "_fxonnx_cli", False):
+            h.stream = sys.stderr  # type: ignore[attr-defined]
+
+
+_DEBUG_HINT = "rerun with --debug for the traceback"
+
+
+def _error(message: str, hint: str | None) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)  # exits 2 on bad flags
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _setup_logging(args.verbose, args.quiet)
+    with warnings.catch_warnings():
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        else:
+            seen: set[str] = set()
+
+            def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+                text = str(message).removeprefix("fxonnx: ")
+                if text not in seen:
+                    seen.add(text)
+                    print(f"warning: {text}", file=sys.stderr)
+
+            warnings.showwarning = show
+        try:
+            return args.func(args)
+        except UsageError as e:
+            if args.debug:
+                traceback.print_exc()
+            _error(e.message, e.hint)
+            return EXIT_USAGE
+        except FxonnxError as e:
+            if args.debug:
+                traceback.print_exc()
+            _error(e.message, e.hint or (None if args.debug else _DEBUG_HINT))
+            if isinstance(e, InputError):
+                return EXIT_USAGE
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:  # noqa: BLE001 - the user's model code can raise anything
+            if args.debug:
+                traceback.print_exc()
+            _error(
+                f"{type(e).__name__}: {e}",
+                None if args.debug else _DEBUG_HINT,
+            )
+            return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,115 @@
+"""fxonnx bench on a tiny model: JSON fields, positive ratios, Markdown, a readable PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fxonnx.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_writes_json_markdown_png(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "res"
+    argv = ["bench", "mlp", "--batch", "1,4", "--against", "eager,torch.onnx"]
+    code = main([*argv, "--warmup", "1", "--iters", "5", "--out", str(out), "--provider", "cpu"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "p50 / fxonnx" in text and "torch.onnx" in text and f"wrote {out / 'bench.png'}" in text
+
+    data = json.loads((out / "bench.json").read_text())
+    assert data["model"] == "mlp" and data["settings"]["batches"] == [1, 4]
+    assert [(r["runner"], r["batch"]) for r in data["results"]] == [
+        (n, b) for b in (1, 4) for n in ("fxonnx", "eager", "torch.onnx")
+    ]
+    for r in data["results"]:
+        assert r["ok"], r["error"]
+        assert r["iters"] == 5
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput"] > 0 and r["peak_rss_mb"] >= 0 and r["export_ms"] >= 0
+    fx = [r for r in data["results"] if r["runner"] == "fxonnx"]
+    assert fx[0]["export_ms"] > 0  # the dynamic-batch export is reused at batch 4
+    assert len(data["ratios"]) == 4
+    for ratio in data["ratios"]:
+        assert ratio["p50_vs_fxonnx"] > 0 and ratio["throughput_fxonnx_vs"] > 0
+    assert data["files"] == {
+        k: str(out / f"bench.{e}")
+        for k, e in (("json", "json"), ("markdown", "md"), ("png", "png"))
+    }
+
+    md = (out / "bench.md").read_text()
+    assert md.startswith("# fxonnx bench: mlp")
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 6 and "p50 / fxonnx" in table[0]
+
+    png = (out / "bench.png").read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    image = pytest.importorskip("matplotlib.pyplot").imread(out / "bench.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_failing_competitor_is_reported(monkeypatch, capsys) -> None:
+    import torch
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    argv = ["bench", "mlp", "--against", "eager,torch.compile", "--iters", "2", "--warmup", "0"]
+    assert main([*argv, "-q", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    failed = [r for r in data["results"] if not r["ok"]]
+    assert [(r["runner"], r["error"]) for r in failed] == [
+        ("torch.compile", "RuntimeError: no C++ compiler found")
+    ]
+    assert [r["runner"] for r in data["ratios"]] == ["eager"]
+    assert main(argv) == 0
+    assert "torch.compile @ batch 1 failed: RuntimeError: no C++ compiler found" in (
+        capsys.readouterr().out
+    )
+
+
+def test_bench_seconds(capsys) -> None:
+    argv = ["bench", "mlp", "--against", "eager", "--seconds", "0.05", "--warmup", "0", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["settings"]["seconds"] == 0.05 and data["settings"]["iters"] is None
+    assert all(r["iters"] >= 3 for r in data["results"])
+
+
+def test_progress_bar_on_stderr_and_quiet(capsys, monkeypatch) -> None:
+    import sys
+
+    from rich.console import Console
+
+    import fxonnx.cli._bench as bench
+
+    # a terminal on stderr, so rich draws the bar (it stays silent when piped)
+    monkeypatch.setattr(bench, "stderr", lambda: Console(file=sys.stderr, force_terminal=True))
+    argv = ["bench", "mlp", "--against", "eager", "--iters", "2", "--warmup", "0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "eager @ batch 1" in captured.err and "@ batch" not in captured.out
+    assert main([*argv, "-q"]) == 0
+    assert "@ batch" not in capsys.readouterr().err
+
+
+def test_matplotlib_missing_message(tmp_path: Path, monkeypatch, capsys) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    argv = ["bench", "mlp", "--against", "eager", "--iters", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "pip install 'fxonnx[plot]'" in capsys.readouterr().err
+    assert (tmp_path / "bench.json").is_file() and not (tmp_path / "bench.png").exists()
+    assert "png" not in json.loads((tmp_path / "bench.json").read_text())["files"]

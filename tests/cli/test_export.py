@@ -1,0 +1,181 @@
+"""fxonnx export / inspect / models / verify, called in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from fxonnx.cli import main
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("export", "verify", "bench", "inspect", "models"):
+        assert cmd in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from fxonnx import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fxonnx {__version__}"
+
+
+@pytest.mark.parametrize("cmd", ["export", "verify", "bench", "inspect", "models"])
+def test_help_has_examples(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"fxonnx {cmd}" in out
+    assert "--debug" in out and "-q" in out
+
+
+def test_export_summary(mlp_onnx: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.onnx"
+    assert main(["export", "mlp", "-o", str(out), "--provider", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text
+    assert "2 nodes" in text and "850 parameters" in text
+    assert "verified    ok" in text and "x[batch, 10]" in text
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": np.ones((5, 10), np.float32)})
+    assert y.shape == (5, 30)
+
+
+def test_export_static_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s.onnx"
+    code = main(["export", "mlp", "-o", str(out), "--static", "--batch", "3", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["batch"] == "static" and data["ok"] is True and data["verified"] is True
+    assert data["inputs"] == [{"name": "x", "shape": [3, 10], "dtype": "float32"}]
+    assert data["parameters"] == 850 and data["nodes"] == 2
+    assert data["timings_ms"]["total"] > 0
+
+
+def test_export_model_file_with_input_spec_and_no_verify(model_file: Path, tmp_path, capsys):
+    out = tmp_path / "net.onnx"
+    ref = f"{model_file}:make_module_only"
+    assert main(["export", ref, "-o", str(out), "--input", "3x4:float32", "--no-verify"]) == 0
+    assert "not verified" in capsys.readouterr().out
+    assert out.is_file()
+
+
+def test_export_factory_with_inputs_and_npy(model_file: Path, tmp_path, capsys):
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32))
+    out = tmp_path / "net.onnx"
+    code = main(["export", f"{model_file}:make", "-o", str(out), "--input", str(npy), "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["inputs"][0]["shape"] == ["batch", 4]
+
+
+def test_export_module_factory(tmp_path: Path, monkeypatch, capsys) -> None:
+    pkg = tmp_path / "clipkg_demo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text(
+        "import torch\n\ndef build():\n    return torch.nn.Linear(2, 2), torch.randn(3, 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "lin.onnx"
+    assert main(["export", "clipkg_demo.nets:build", "-o", str(out), "-q"]) == 0
+    assert out.is_file()
+
+
+def test_inspect(mlp_onnx: Path, capsys) -> None:
+    assert main(["inspect", str(mlp_onnx)]) == 0
+    text = capsys.readouterr().out
+    assert "[batch, 10]" in text and "Gemm" in text and "fxonnx.batch = dynamic" in text
+    assert main(["inspect", str(mlp_onnx), "--json", "--batch", "4"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ops"] == {"Gemm": 2}
+    assert data["parameters"] == 850 and data["parameter_bytes"] == 850 * 4
+    # Linear 10->20->30: 2 * (10*20 + 20*30) FLOPs per sample
+    assert data["flops_batch1"] == 2 * (10 * 20 + 20 * 30)
+    assert data["flops_batch"] == {"batch": 4, "flops": 4 * 2 * (10 * 20 + 20 * 30)}
+    assert data["inputs"][0]["shape"] == ["batch", 10]
+    assert data["opset"]["ai.onnx"] >= 17 and data["producer"].startswith("fxonnx")
+
+
+def test_inspect_conv_flops(tmp_path: Path, capsys) -> None:
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, groups=1)
+    out = tmp_path / "conv.onnx"
+    import fxonnx
+
+    fxonnx.export(conv, (torch.randn(2, 3, 16, 16),), out)
+    assert main(["inspect", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["flops_batch1"] == 2 * (8 * 16 * 16) * (3 * 3 * 3)
+
+
+def test_models(capsys) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    mlp = next(r for r in rows if r["name"] == "mlp")
+    assert mlp["parameters"] == 850
+    assert mlp["inputs"] == [{"name": "x", "shape": ["N", 10], "dtype": "float32", "batch_dim": 0}]
+    assert main(["models", "--tag", "tutorial"]) == 0
+    text = capsys.readouterr().out
+    assert "mlp" in text and "x: Nx10 float32" in text and "resnet18" not in text
+
+
+def test_verify_model(capsys) -> None:
+    assert main(["verify", "mlp", "--json", "--provider", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["compared_with_eager"]
+    assert [c["name"] for c in data["checks"]] == ["output", "output @batch 1"]
+
+
+def test_verify_onnx_against_model(mlp_onnx: Path, capsys) -> None:
+    assert main(["verify", str(mlp_onnx), "--model", "mlp", "--batch", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "vs eager PyTorch" in text and "output @batch 1" in text
+    assert "verification ok (3 checks" in text
+
+
+def test_verify_onnx_against_wrong_model_fails(mlp_onnx: Path, capsys) -> None:
+    # same signature, different weights: every output check must fail, exit code 1
+    assert main(["verify", str(mlp_onnx), "--model", "mlp", "--json"]) == 0
+    capsys.readouterr()
+    other = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.Linear(20, 30))
+    import fxonnx
+
+    path = mlp_onnx.parent / "other.onnx"
+    fxonnx.export(other, (torch.randn(2, 10),), path)
+    assert main(["verify", str(path), "--model", "mlp", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert not data["ok"]
+    assert [c["ok"] for c in data["checks"]] == [True, False, False]
+
+
+def test_verify_bare_onnx(mlp_onnx: Path, capsys) -> None:
+    assert main(["verify", str(mlp_onnx)]) == 0
+    text = capsys.readouterr().out
+    assert "could not compare with eager" in text and "ran, shape [2, 30]" in text
+
+
+def test_verify_broken_onnx_fails_checker(tmp_path: Path, capsys) -> None:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["nope"], ["y"])], "g", [x], [y])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph), path)
+    assert main(["verify", str(path), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["checks"][0]["name"] == "onnx.checker" and not data["checks"][0]["ok"]
