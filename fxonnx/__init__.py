@@ -28,6 +28,7 @@ _LAZY = {
     "Report": "fxonnx.verify",
     "Check": "fxonnx.verify",
     "models": "fxonnx.models",
+    "load": "fxonnx.bundle",
 }
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "__version__",
     "compile",
     "export",
+    "load",
     "models",
     "verify",
 ]

@@ -112,6 +112,19 @@ class CompiledModel:
         """Write the ONNX model (weights in ``<path>.data`` when past 2 GB or asked for)."""
         return save_model(self.onnx_model, path, external_data=external_data)
 
+    def save_bundle(
+        self,
+        directory: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        fmt: str = "fxonnx",
+        **kw: Any,
+    ) -> Any:
+        """Write a deployment bundle ("fxonnx" or "triton"); see ``fxonnx.bundle.save_bundle``."""
+        from .bundle import save_bundle
+
+        return save_bundle(self, directory, overwrite=overwrite, fmt=fmt, **kw)
+
     def __repr__(self) -> str:
         verdict = "ok" if self.report.ok else "FAILED"
         if not self.report.verified:

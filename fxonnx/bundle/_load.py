@@ -1,0 +1,283 @@
+"""Loading bundles without torch: check the manifest, every file's hash and every external-data
+path, then run the model in onnxruntime on numpy arrays (or torch tensors, when the caller
+already has torch)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .._errors import InputError
+from ..runtime import Session
+from ._errors import BundleError
+from ._manifest import read, safe_relpath, sha256_bytes, verify_files
+
+
+class Outputs(dict):
+    """A model's outputs: a dict keyed by output name, in the model's output order. An int
+    index gives the i-th output too (``out[0]``), and ``to_list()`` all of them in order."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int) and not isinstance(key, bool):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+    def to_list(self) -> list[Any]:
+        return list(self.values())
+
+
+class BundleModel:
+    """A loaded bundle, called like the model: ``model(x)``, ``model(x=...)``.
+
+    Inputs are numpy arrays or torch tensors, checked against the manifest (count, dtype, rank,
+    static dims, one size per named dynamic dim across inputs) before onnxruntime sees them.
+    Returns ``Outputs`` (a dict by output name that also takes int indices) holding numpy
+    arrays, or torch CPU tensors when any input was a torch tensor.
+    """
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], session: Session) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.session = session
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t["name"] for t in self.manifest["inputs"]]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t["name"] for t in self.manifest["outputs"]]
+
+    def _gather(self, args: tuple, kwargs: dict) -> list[Any]:
+        names = self.input_names
+        if len(args) > len(names):
+            raise InputError(f"expected at most {len(names)} input(s) {names}, got {len(args)}")
+        values: dict[str, Any] = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in names:
+                raise InputError(f"unknown input {key!r}; the inputs are {names}")
+            if key in values:
+                raise InputError(f"input {key!r} given both by position and by name")
+            values[key] = value
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise InputError(f"missing input(s) {missing}; the inputs are {names}")
+        return [values[n] for n in names]
+
+    def validate(self, arrays: Sequence[np.ndarray]) -> None:
+        """Raise InputError naming the first input that does not fit the manifest."""
+        sizes: dict[str, tuple[int, str]] = {}
+        for spec, arr in zip(self.manifest["inputs"], arrays, strict=True):
+            name, want = spec["name"], spec["shape"]
+            if arr.dtype.name != spec["dtype"]:
+                raise InputError(
+                    f"input {name!r} has dtype {arr.dtype.name}, expected {spec['dtype']}",
+                    hint=f"convert it first, e.g. x.astype(np.{spec['dtype']})",
+                )
+            if arr.ndim != len(want):
+                raise InputError(
+                    f"input {name!r} has {arr.ndim} dims {list(arr.shape)}, expected "
+                    f"{len(want)} {want}"
+                )
+            for d, (got, dim) in enumerate(zip(arr.shape, want, strict=True)):
+                if isinstance(dim, int) and got != dim:
+                    raise InputError(
+                        f"input {name!r} dim {d} is {got}, expected {dim} (shape {want})",
+                        hint="this dim is static in the exported graph",
+                    )
+                if isinstance(dim, str):
+                    base, _, factor = dim.partition("*")
+                    k = int(factor) if factor.isdigit() else 1
+                    if got % k:
+                        raise InputError(
+                            f"input {name!r} dim {d} is {got}, not a multiple of {k} ({dim})"
+                        )
+                    key = base if factor.isdigit() else dim
+                    size = got // k
+                    if key in sizes and sizes[key][0] != size:
+                        raise InputError(
+                            f"input {name!r} has {key} size {size} (dim {d}) but input "
+                            f"{sizes[key][1]!r} has {sizes[key][0]}",
+                            hint=f"every input must share one {key} size per call",
+                        )
+                    sizes[key] = (size, name)
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """numpy arrays in input order -> numpy outputs in output order."""
+        arrays = list(arrays)
+        if len(arrays) != len(self.input_names):
+            raise InputError(
+                f"expected {len(self.input_names)} input(s) {self.input_names}, got {len(arrays)}"
+            )
+        self.validate(arrays)
+        return self.session.run_numpy(arrays)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Outputs:
+        values = self._gather(args, kwargs)
+        torch_in = False
+        arrays = []
+        for name, v in zip(self.input_names, values, strict=True):
+            if _is_torch(v):
+                torch_in = True
+                try:
+                    v = v.detach().cpu().numpy()
+                except (TypeError, RuntimeError) as e:
+                    raise InputError(f"input {name!r}: {e}") from e
+            elif not isinstance(v, np.ndarray):
+                raise InputError(
+                    f"input {name!r} must be a numpy array or torch tensor, got {type(v).__name__}"
+                )
+            arrays.append(v)
+        outs = self.run(arrays)
+        if torch_in:
+            torch = sys.modules["torch"]  # a tensor came in, so torch is already imported
+            outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in outs]
+        return Outputs(zip(self.output_names, outs, strict=True))
+
+    def __repr__(self) -> str:
+        return (
+            f"BundleModel({self.name!r}, inputs={self.input_names}, "
+            f"outputs={self.output_names}, provider={self.provider!r})"
+        )
+
+
+def _is_torch(value: Any) -> bool:
+    """A torch tensor, detected without importing torch."""
+    torch = sys.modules.get("torch")
+    if torch is None or not type(value).__module__.startswith("torch"):
+        return False
+    return isinstance(value, torch.Tensor)
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto in the model: initializers, sparse initializers and tensor attributes,
+    in the main graph, its subgraphs and local functions."""
+
+    def graph(g: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from g.initializer
+        for s in g.sparse_initializer:
+            yield s.values
+            yield s.indices
+        yield from nodes(g.node)
+
+    def nodes(ns: Any) -> Iterator[onnx.TensorProto]:
+        for n in ns:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("sparse_tensor"):
+                    yield a.sparse_tensor.values
+                    yield a.sparse_tensor.indices
+                for s in a.sparse_tensors:
+                    yield s.values
+                    yield s.indices
+                if a.HasField("g"):
+                    yield from graph(a.g)
+                for g in a.graphs:
+                    yield from graph(g)
+
+    yield from graph(model.graph)
+    for f in model.functions:
+        yield from nodes(f.node)
+
+
+def check_external_data(
+    model: onnx.ModelProto, root: Path, model_dir: Path, allowed: set[str] | None
+) -> list[str]:
+    """Refuse external-data locations that are absolute, contain ``..``, resolve outside the
+    bundle (symlinks), are missing, or (``allowed`` given) are not files the manifest hashes.
+    Returns the locations, relative to ``root``."""
+    found = []
+    for t in _tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {e.key: e.value for e in t.external_data}
+        location = entries.get("location", "")
+        path = safe_relpath(model_dir, location, f"external data of tensor {t.name!r} at")
+        resolved = path.resolve()
+        if root.resolve() not in resolved.parents:
+            raise BundleError(f"external data {location!r} resolves outside the bundle")
+        rel = path.relative_to(root).as_posix()
+        if not path.is_file():
+            raise BundleError(f"external data file {rel!r} of tensor {t.name!r} is missing")
+        if allowed is not None and rel not in allowed:
+            raise BundleError(
+                f"external data file {rel!r} of tensor {t.name!r} is not listed (hashed) in "
+                "the manifest"
+            )
+        found.append(rel)
+    return sorted(set(found))
+
+
+def load(
+    directory: str | os.PathLike,
+    *,
+    provider: str = "cpu",
+    verify_hashes: bool = True,
+    threads: int | None = None,
+) -> BundleModel:
+    """Load a bundle written by ``CompiledModel.save_bundle`` (either layout: the directory
+    holding ``manifest.json``) without importing torch.
+
+    Refuses, with BundleError: a malformed manifest or one from an unknown format version; a
+    listed file that is missing or whose SHA-256 differs (``verify_hashes=False`` skips the
+    hashes, deliberately); external data outside the bundle (absolute paths, ``..``, symlinks
+    pointing out), all checked before onnxruntime opens the model. ``provider``: "cpu", "cuda"
+    or "auto".
+    """
+    root = Path(directory)
+    manifest = read(root)
+    model_name = manifest["model"]["file"]
+    model_path = safe_relpath(root, model_name, "model file")
+    if model_name not in manifest["files"]:
+        raise BundleError(f"the manifest does not list (hash) its model file {model_name!r}")
+    if verify_hashes:
+        verify_files(root, manifest)
+    try:
+        data = model_path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"could not read the model file {model_name!r}: {e}") from e
+    if verify_hashes:
+        digest, _ = sha256_bytes(data)
+        if digest != manifest["files"][model_name]["sha256"]:
+            raise BundleError(f"bundle file {model_name!r} changed while it was being loaded")
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except Exception as e:
+        raise BundleError(f"{model_name!r} is not a valid ONNX model: {e}") from e
+    allowed = set(manifest["files"]) if verify_hashes else None
+    external = check_external_data(model, root, model_path.parent, allowed)
+    # external data is read by onnxruntime from the path; without it the checked bytes are used
+    source: bytes | str = os.fspath(model_path) if external else data
+    session = Session(source, provider=provider, threads=threads)
+    _match_signature(manifest, session)
+    return BundleModel(root, manifest, session)
+
+
+def _match_signature(manifest: dict[str, Any], session: Session) -> None:
+    for kind, specs, tensors in (
+        ("input", session.inputs, manifest["inputs"]),
+        ("output", session.outputs, manifest["outputs"]),
+    ):
+        got = [(s.name, s.dtype.name) for s in specs]
+        want = [(t["name"], t["dtype"]) for t in tensors]
+        if got != want:
+            raise BundleError(
+                f"the manifest's {kind}s {want} do not match the model's {got}",
+                hint="the manifest and model.onnx come from different exports",
+            )
