@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
-import logging
 import platform
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
 from . import _bench_report
 from ._bench_run import RUNNERS, Measure, measure
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, stderr
+from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, quiet_torch, stderr
 from ._export import add_provider
 from ._load import load_model
 
@@ -99,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         for b in batches:
             for name in runners:
                 advance(f"{name} @ batch {b}")
-                with _quiet_stdout(args.verbose):
+                with quiet_torch(args.verbose):
                     results.append(
                         measure(
                             name,
@@ -135,25 +131,6 @@ def run(args: argparse.Namespace) -> int:
         _bench_report.print_tables(data)
     ok = all(r.ok for r in results if r.runner == "fxonnx")
     return EXIT_OK if ok else EXIT_FAILED
-
-
-@contextlib.contextmanager
-def _quiet_stdout(verbose: int) -> Any:
-    """torch.onnx and torch.compile print progress to stdout; keep it off stdout (--json)."""
-    if verbose:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-        return
-    torch_logger = logging.getLogger("torch")
-    level = torch_logger.level
-    torch_logger.setLevel(logging.ERROR)  # torch.onnx logs "torchvision is not installed" etc.
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            yield
-    finally:
-        torch_logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -48,3 +53,23 @@ def human_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {suffix}"
     return f"{int(n)} B"
+
+
+@contextlib.contextmanager
+def quiet_torch(verbose: int) -> Iterator[None]:
+    """torch.onnx and torch.compile print progress to stdout and log warnings about optional
+    packages: keep stdout for results (--json) and show that chatter only with -v."""
+    if verbose:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    torch_logger = logging.getLogger("torch")
+    level = torch_logger.level
+    torch_logger.setLevel(logging.ERROR)  # torch.onnx logs "torchvision is not installed" etc.
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        torch_logger.setLevel(level)

@@ -11,7 +11,16 @@ from rich.markup import escape
 
 from .._errors import VerificationError
 from . import _stats
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, human, human_bytes, print_json, stdout
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    human,
+    human_bytes,
+    print_json,
+    quiet_torch,
+    stdout,
+)
 from ._load import LoadedModel, add_model_options, load_model
 
 EPILOG = """examples:
@@ -28,6 +37,15 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
         choices=("cpu", "cuda", "auto"),
         default="auto",
         help="onnxruntime provider (auto: CUDA when it works, else the CPU)",
+    )
+
+
+def add_fallback(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fallback",
+        choices=("torch.onnx",),
+        default=None,
+        help="hand graphs with unsupported ops to torch.onnx.export instead of failing",
     )
 
 
@@ -49,13 +67,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--static", action="store_true", help="fix every dim, batch included")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: latest known)")
     add_provider(p)
+    add_fallback(p)
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with eager")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
 
 def compile_loaded(
-    loaded: LoadedModel, *, provider: str, opset: int | None, static: bool, verify: bool
+    loaded: LoadedModel,
+    *,
+    provider: str,
+    opset: int | None,
+    static: bool,
+    verify: bool,
+    fallback: str | None = None,
 ) -> Any:
     """``fxonnx.compile`` with the CLI's options (raises VerificationError on a mismatch)."""
     from .._compile import compile as fx_compile
@@ -71,6 +96,7 @@ def compile_loaded(
         verify=verify,
         batch_dims=loaded.batch_dims,
         dynamic=not static,
+        fallback=fallback,
     )
 
 
@@ -83,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.input, args.batch)
     t0 = time.perf_counter()
     try:
-        compiled = compile_loaded(
-            loaded,
-            provider=args.provider,
-            opset=args.opset,
-            static=args.static,
-            verify=not args.no_verify,
-        )
+        with quiet_torch(args.verbose):
+            compiled = compile_loaded(
+                loaded,
+                provider=args.provider,
+                opset=args.opset,
+                static=args.static,
+                verify=not args.no_verify,
+                fallback=args.fallback,
+            )
     except VerificationError as e:
         if args.json:
             report = e.report.to_dict() if e.report is not None else {}
@@ -159,7 +187,7 @@ def _print_summary(r: dict[str, Any], report: Any, *, quiet: bool) -> None:
     con.print(f"  verified    {verdict} on {r['provider']}")
     con.print("  timings     " + ", ".join(f"{k} {v:.0f} ms" for k, v in r["timings_ms"].items()))
     for note in report.notes:
-        con.print(f"  note        {note}")
+        con.print(f"  note        {escape(note)}")
 
 
 def _shape(dims: list) -> str:

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 
-from .._errors import FxonnxError, InputError
+from .._errors import FxonnxError, InputError, UnsupportedOpError
 from .._version import __version__
 from . import _bench, _export, _inspect, _models, _verify
 from ._common import EXIT_FAILED, EXIT_USAGE, UsageError
@@ -73,11 +73,16 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
             h.stream = sys.stderr  # type: ignore[attr-defined]
 
 
+_MAX_DETAIL = 6  # detail lines of a long error (one per unsupported node) shown without -v
 _DEBUG_HINT = "rerun with --debug for the traceback"
 
 
-def _error(message: str, hint: str | None) -> None:
-    print(f"error: {message}", file=sys.stderr)
+def _error(message: str, hint: str | None, *, full: bool = True) -> None:
+    lines = message.splitlines() or [""]
+    if not full and len(lines) > _MAX_DETAIL + 1:
+        hidden = len(lines) - 1 - _MAX_DETAIL
+        lines = [*lines[: _MAX_DETAIL + 1], f"  ... {hidden} more (-v shows all)"]
+    print("error: " + "\n".join(lines), file=sys.stderr)
     if hint:
         print(f"  hint: {hint}", file=sys.stderr)
 
@@ -112,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         except FxonnxError as e:
             if args.debug:
                 traceback.print_exc()
-            _error(e.message, e.hint or (None if args.debug else _DEBUG_HINT))
+            hint = e.hint or (None if args.debug else _DEBUG_HINT)
+            if isinstance(e, UnsupportedOpError):
+                hint = "rewrite those lines with supported ops, or pass --fallback torch.onnx"
+            _error(e.message, hint, full=bool(args.verbose or args.debug))
             if isinstance(e, InputError):
                 return EXIT_USAGE
             return EXIT_FAILED

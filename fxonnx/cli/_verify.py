@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, stdout
-from ._export import add_provider, compile_loaded
+from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, quiet_torch, stdout
+from ._export import add_fallback, add_provider, compile_loaded
 from ._load import add_model_options, load_model
 
 EPILOG = """examples:
@@ -39,6 +40,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--static", action="store_true", help="export with every dim fixed")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for MODEL")
     add_provider(p)
+    add_fallback(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -66,9 +68,15 @@ def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
     from ..verify import verify
 
     loaded = load_model(args.target, args.input, args.batch)
-    compiled = compile_loaded(
-        loaded, provider=args.provider, opset=args.opset, static=args.static, verify=False
-    )
+    with quiet_torch(args.verbose):
+        compiled = compile_loaded(
+            loaded,
+            provider=args.provider,
+            opset=args.opset,
+            static=args.static,
+            verify=False,
+            fallback=args.fallback,
+        )
     checked = verify(loaded.module, loaded.args, compiled)
     report = compiled.report.add(checks=checked.checks, notes=checked.notes, stages=checked.stages)
     return {
@@ -102,7 +110,7 @@ def _print(r: dict[str, Any]) -> None:
             )
         con.print(table)
     for note in r.get("notes", []):
-        con.print(f"note: {note}")
+        con.print(f"note: {escape(note)}")
     if not r["compared_with_eager"]:
         con.print(
             "[yellow]could not compare with eager[/]: no PyTorch model given "

@@ -145,3 +145,43 @@ def test_tensor_on_disk_pt(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "d.pt"
     torch.save({"a": 1}, bad)
     assert "not a tensor" in _fails(["verify", "mlp", "--input", str(bad)], 2, capsys)
+
+
+def test_unsupported_ops_are_summarised_with_cli_hint(tmp_path: Path, monkeypatch, capsys):
+    import fxonnx._compile
+    from fxonnx._errors import UnsupportedOp, UnsupportedOpError
+
+    ops = [
+        UnsupportedOp("aten.frobnicate.default", f"frob_{i}", f"m.py:{i}: y = f(x)")
+        for i in range(10)
+    ]
+
+    def fake_compile(*args, **kwargs):
+        assert kwargs["fallback"] is None
+        raise UnsupportedOpError(ops)
+
+    monkeypatch.setattr(fxonnx._compile, "compile", fake_compile)
+    argv = ["export", "mlp", "-o", str(tmp_path / "m.onnx")]
+    err = _fails(argv, 1, capsys)
+    assert err.startswith("error: 10 node(s) use ops with no ONNX lowering: aten.frobnicate")
+    assert "frob_5" in err and "frob_6" not in err and "... 4 more (-v shows all)" in err
+    assert "hint: rewrite those lines with supported ops, or pass --fallback torch.onnx" in err
+    assert "fallback='torch.onnx'" not in err
+    assert "frob_9" in _fails([*argv, "-v"], 1, capsys)
+
+
+def test_fallback_flag_reaches_compile(tmp_path: Path, monkeypatch, capsys) -> None:
+    import fxonnx._compile
+
+    real = fxonnx._compile.compile
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["fallback"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fxonnx._compile, "compile", spy)
+    out = tmp_path / "m.onnx"
+    assert main(["export", "mlp", "-o", str(out), "--fallback", "torch.onnx", "-q"]) == 0
+    assert main(["verify", "mlp", "--fallback", "torch.onnx", "-q"]) == 0
+    assert seen == ["torch.onnx", "torch.onnx"] and out.is_file()
