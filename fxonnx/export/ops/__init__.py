@@ -1,6 +1,7 @@
 """Lowering rules, one module per op family; importing this package registers them all."""
 
 from . import (  # noqa: F401
+    activation,
     attention,
     control,
     conv,
@@ -14,4 +15,5 @@ from . import (  # noqa: F401
     resize,
     rnn,
     shape,
+    unary,
 )

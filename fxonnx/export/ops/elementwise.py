@@ -1,4 +1,4 @@
-"""Element-wise arithmetic, activations, comparisons, logic and casts."""
+"""Element-wise arithmetic, comparisons, logic and casts (activations: activation.py)."""
 
 from __future__ import annotations
 
@@ -6,33 +6,10 @@ import torch
 
 from .._ctx import LowerCtx, Value
 from .._dtypes import onnx_dtype
-from .._registry import lowers, one_to_one
+from .._registry import lowers
 from ._common import promoted, result_type
 
 aten = torch.ops.aten
-
-one_to_one(
-    {
-        aten.relu.default: "Relu",
-        aten.sigmoid.default: "Sigmoid",
-        aten.tanh.default: "Tanh",
-        aten.exp.default: "Exp",
-        aten.log.default: "Log",
-        aten.sqrt.default: "Sqrt",
-        aten.neg.default: "Neg",
-        aten.abs.default: "Abs",
-        aten.sin.default: "Sin",
-        aten.cos.default: "Cos",
-        aten.erf.default: "Erf",
-        aten.floor.default: "Floor",
-        aten.ceil.default: "Ceil",
-        aten.sign.default: "Sign",
-        aten.reciprocal.default: "Reciprocal",
-        aten.logical_not.default: "Not",
-        aten.softplus.default: "Softplus",
-        aten.mish.default: "Mish",
-    }
-)
 
 
 def binary(ctx: LowerCtx, onnx_op: str, a: object, b: object) -> Value:
@@ -48,7 +25,9 @@ def _times_alpha(ctx: LowerCtx, b: object, alpha: object) -> Value:
 
 @lowers(aten.add.Tensor, aten.add.Scalar)
 def add(ctx: LowerCtx) -> Value:
-    """add(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor"""
+    """add(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor (bool + bool is or)"""
+    if ctx.out_dtype == torch.bool:
+        return binary(ctx, "Or", ctx.arg(0), ctx.arg(1))
     x = ctx.input_as(ctx.arg(0), ctx.out_dtype)
     return ctx.emit("Add", x, _times_alpha(ctx, ctx.arg(1), ctx.kwarg("alpha", 1)))
 
@@ -133,10 +112,10 @@ def rsqrt(ctx: LowerCtx) -> Value:
     return ctx.emit("Reciprocal", ctx.emit("Sqrt", ctx.input(0)))
 
 
-@lowers(aten.maximum.default, aten.minimum.default)
+@lowers(aten.maximum.default, aten.minimum.default, aten.max.other, aten.min.other)
 def min_max(ctx: LowerCtx) -> Value:
-    """maximum/minimum(Tensor self, Tensor other) -> Tensor"""
-    op = "Max" if ctx.node.target == aten.maximum.default else "Min"
+    """maximum/minimum(Tensor self, Tensor other) -> Tensor; max/min.other are the same"""
+    op = "Max" if ctx.node.target in (aten.maximum.default, aten.max.other) else "Min"
     return binary(ctx, op, ctx.arg(0), ctx.arg(1))
 
 
@@ -168,58 +147,6 @@ def clamp_max(ctx: LowerCtx) -> Value:
     return _clip(ctx, ctx.arg(0), None, ctx.arg(1))
 
 
-@lowers(aten.hardtanh.default)
-def hardtanh(ctx: LowerCtx) -> Value:
-    """hardtanh(Tensor self, Scalar min_val=-1, Scalar max_val=1) -> Tensor"""
-    return _clip(ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2))
-
-
-@lowers(aten.relu6.default)
-def relu6(ctx: LowerCtx) -> Value:
-    """relu6(Tensor self) -> Tensor"""
-    return _clip(ctx, ctx.arg(0), 0, 6)
-
-
-@lowers(aten.gelu.default)
-def gelu(ctx: LowerCtx) -> Value:
-    """gelu(Tensor self, *, str approximate='none') -> Tensor (ONNX Gelu since opset 20)"""
-    return ctx.emit("Gelu", ctx.input(0), approximate=ctx.kwarg("approximate", "none"))
-
-
-@lowers(aten.silu.default)
-def silu(ctx: LowerCtx) -> Value:
-    """silu(Tensor self) -> Tensor: x * sigmoid(x)"""
-    x = ctx.input(0)
-    return ctx.emit("Mul", x, ctx.emit("Sigmoid", x))
-
-
-@lowers(aten.leaky_relu.default)
-def leaky_relu(ctx: LowerCtx) -> Value:
-    """leaky_relu(Tensor self, Scalar negative_slope=0.01) -> Tensor"""
-    return ctx.emit("LeakyRelu", ctx.input(0), alpha=float(ctx.arg(1)))
-
-
-@lowers(aten.hardsigmoid.default)
-def hardsigmoid(ctx: LowerCtx) -> Value:
-    """hardsigmoid(Tensor self) -> Tensor: clip(x / 6 + 1 / 2, 0, 1)"""
-    return ctx.emit("HardSigmoid", ctx.input(0), alpha=1.0 / 6, beta=0.5)
-
-
-@lowers(aten.hardswish.default)
-def hardswish(ctx: LowerCtx) -> Value:
-    """hardswish(Tensor self) -> Tensor"""
-    return ctx.emit("HardSwish", ctx.input(0))
-
-
-@lowers(aten.elu.default)
-def elu(ctx: LowerCtx) -> Value:
-    """elu(Tensor self, Scalar alpha=1, Scalar scale=1, Scalar input_scale=1) -> Tensor"""
-    alpha, scale, input_scale = ctx.arg(1), ctx.arg(2), ctx.arg(3)
-    if scale == 1 and input_scale == 1:
-        return ctx.emit("Elu", ctx.input(0), alpha=float(alpha))
-    raise NotImplementedError("elu with scale/input_scale != 1")
-
-
 _COMPARISONS = {
     aten.eq: ("Equal", False),
     aten.ne: ("Equal", True),
@@ -243,22 +170,73 @@ _LOGICAL = {
     aten.logical_and.default: "And",
     aten.logical_or.default: "Or",
     aten.logical_xor.default: "Xor",
-    aten.bitwise_and.Tensor: "And",
-    aten.bitwise_or.Tensor: "Or",
-    aten.bitwise_xor.Tensor: "Xor",
+}
+_BITWISE = {
+    **{getattr(aten.bitwise_and, o): "And" for o in ("Tensor", "Scalar")},
+    **{getattr(aten.bitwise_or, o): "Or" for o in ("Tensor", "Scalar")},
+    **{getattr(aten.bitwise_xor, o): "Xor" for o in ("Tensor", "Scalar")},
+    **{getattr(aten.__and__, o): "And" for o in ("Tensor", "Scalar")},
+    **{getattr(aten.__or__, o): "Or" for o in ("Tensor", "Scalar")},
+    **{getattr(aten.__xor__, o): "Xor" for o in ("Tensor", "Scalar")},
 }
 
 
 @lowers(*_LOGICAL)
 def logical(ctx: LowerCtx) -> Value:
-    """logical_and/or/xor(Tensor self, Tensor other) -> Tensor(bool); bitwise ops on bools"""
-    if ctx.node.target.overloadpacket in (aten.bitwise_and, aten.bitwise_or, aten.bitwise_xor):
-        if ctx.out_dtype != torch.bool:
-            op = "Bitwise" + _LOGICAL[ctx.node.target]
-            return binary(ctx, op, ctx.arg(0), ctx.arg(1))
-    return ctx.emit(
-        _LOGICAL[ctx.node.target], *promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=torch.bool)
-    )
+    """logical_and/or/xor(Tensor self, Tensor other) -> Tensor(bool)"""
+    values = promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=torch.bool)
+    return ctx.emit(_LOGICAL[ctx.node.target], *values)
+
+
+@lowers(aten.logical_not.default)
+def logical_not(ctx: LowerCtx) -> Value:
+    """logical_not(Tensor self) -> Tensor(bool)"""
+    return ctx.emit("Not", ctx.input_as(ctx.arg(0), torch.bool))
+
+
+@lowers(*_BITWISE)
+def bitwise(ctx: LowerCtx) -> Value:
+    """bitwise_and/or/xor(Tensor self, Tensor|Scalar other) -> Tensor, and &, |, ^: logical on
+    bools, ONNX Bitwise* on integers"""
+    op = _BITWISE[ctx.node.target]
+    if ctx.out_dtype == torch.bool:
+        return binary(ctx, op, ctx.arg(0), ctx.arg(1))
+    return binary(ctx, "Bitwise" + op, ctx.arg(0), ctx.arg(1))
+
+
+@lowers(aten.bitwise_not.default)
+def bitwise_not(ctx: LowerCtx) -> Value:
+    """bitwise_not(Tensor self) -> Tensor: Not on bools, BitwiseNot on integers"""
+    return ctx.emit("Not" if ctx.out_dtype == torch.bool else "BitwiseNot", ctx.input(0))
+
+
+_SHIFTS = {
+    aten.__lshift__.Tensor: True,
+    aten.__lshift__.Scalar: True,
+    aten.bitwise_left_shift.Tensor: True,
+    aten.bitwise_left_shift.Tensor_Scalar: True,
+    aten.__rshift__.Tensor: False,
+    aten.__rshift__.Scalar: False,
+    aten.bitwise_right_shift.Tensor: False,
+    aten.bitwise_right_shift.Tensor_Scalar: False,
+}
+
+
+@lowers(*_SHIFTS)
+def shift(ctx: LowerCtx) -> Value:
+    """__lshift__/__rshift__(Tensor self, Tensor|Scalar other) -> Tensor. ONNX BitShift is
+    unsigned-only, so x << n is x * 2^n and x >> n is floor(x / 2^n) (arithmetic shift)."""
+    x, n = promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=ctx.out_dtype)
+    factor = ctx.emit("Pow", ctx.const(2, ctx.out_dtype), n)
+    if _SHIFTS[ctx.node.target]:
+        return ctx.emit("Mul", x, factor)
+    return _floor_of_int_division(ctx, x, factor)
+
+
+@lowers(aten.fmod.Tensor, aten.fmod.Scalar)
+def fmod(ctx: LowerCtx) -> Value:
+    """fmod(Tensor self, Tensor|Scalar other) -> Tensor: C's fmod, the sign of the dividend"""
+    return ctx.emit("Mod", *promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=ctx.out_dtype), fmod=1)
 
 
 @lowers(aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf, aten.where.Scalar)
@@ -266,12 +244,6 @@ def where(ctx: LowerCtx) -> Value:
     """where(Tensor condition, Tensor self, Tensor other) -> Tensor"""
     cond = ctx.input_as(ctx.arg(0), torch.bool)
     return ctx.emit("Where", cond, *promoted(ctx, ctx.arg(1), ctx.arg(2), dtype=ctx.out_dtype))
-
-
-@lowers(aten.isnan.default)
-def isnan(ctx: LowerCtx) -> Value:
-    """isnan(Tensor self) -> Tensor(bool)"""
-    return ctx.emit("IsNaN", ctx.input(0))
 
 
 @lowers(
