@@ -27,7 +27,13 @@ _CHUNK = 1 << 20
 @functools.cache
 def schema() -> dict[str, Any]:
     """The manifest's JSON Schema, shipped as package data (``manifest.schema.json``)."""
-    text = resources.files(__package__).joinpath("manifest.schema.json").read_text("utf-8")
+    try:
+        text = resources.files(__package__).joinpath("manifest.schema.json").read_text("utf-8")
+    except FileNotFoundError as e:
+        raise BundleError(
+            "fxonnx/bundle/manifest.schema.json is missing from this installation",
+            hint="the package was built without its package data; reinstall fxonnx",
+        ) from e
     return json.loads(text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,24 @@ def test_malformed_manifest_is_refused_by_both_validators(
     assert where in str(info.value)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="manifest is malformed"):
+        fxonnx.load(bundle)
+
+
+def test_schema_is_a_valid_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = fxonnx.bundle.schema()
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def test_loading_without_jsonschema_uses_the_builtin_checker(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    assert fxonnx.load(bundle)(X)[0].shape == (2, 10)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["outputs"] = []
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="outputs: should have at least 1 item"):
         fxonnx.load(bundle)
 
 

@@ -19,11 +19,13 @@ from fxonnx import models
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# torch is poisoned before fxonnx is imported: any `import torch` raises ImportError
+# torch (and jsonschema, an optional extra) are poisoned before fxonnx is imported: any
+# `import torch` raises ImportError, and manifests go through the built-in schema checker
 NO_TORCH = textwrap.dedent(
     """
     import json, sys
     sys.modules["torch"] = None
+    sys.modules["jsonschema"] = None
     import numpy as np
     import fxonnx
     jobs = json.loads(sys.argv[1])
