@@ -66,7 +66,7 @@ def save_bundle(
     provider = provider or compiled.provider
     if provider not in ("cpu", "cuda"):
         raise ValueError(f"provider must be 'cpu' or 'cuda', not {provider!r}")
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # so that target.parent is a real directory
     if fmt == "triton":
         name = name or "model"
         if not name or "/" in name or "\\" in name or name in (".", ".."):
