@@ -44,13 +44,9 @@ def _rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in data["results"]:
         if not r["ok"]:
-            rows.append([r["runner"], str(r["batch"]), "failed"] + [""] * 7)
+            rows.append([r["runner"], str(r["batch"]), "failed"] + [""] * 8)
             continue
-        vs = (
-            "1.00x (base)"
-            if r["runner"] == "fxonnx"
-            else f"{ratio[(r['batch'], r['runner'])]:.2f}x"
-        )
+        vs = "1.00x" if r["runner"] == "fxonnx" else f"{ratio[(r['batch'], r['runner'])]:.2f}x"
         rows.append(
             [
                 r["runner"],
@@ -59,8 +55,9 @@ def _rows(data: dict[str, Any]) -> list[list[str]]:
                 _fmt(r["p90_ms"]),
                 _fmt(r["p99_ms"]),
                 _fmt(r["throughput"], ",.0f"),
-                _fmt(r["peak_rss_mb"], ".1f"),
                 _fmt(r["export_ms"], ",.0f"),
+                _fmt(r["export_rss_mb"], ".1f"),
+                _fmt(r["peak_rss_mb"], ".1f"),
                 str(r["iters"]),
                 vs,
             ]
@@ -75,20 +72,21 @@ HEADERS = [
     "p90 ms",
     "p99 ms",
     "samples/s",
-    "peak RSS +MB",
     "export ms",
+    "export +MB",
+    "run +MB",
     "iters",
-    "p50 / fxonnx",
+    "p50/fxonnx",
 ]
 
 
 def print_tables(data: dict[str, Any]) -> None:
     table = Table(
-        title=f"{data['model']}: latency and throughput (p50 / fxonnx > 1: fxonnx is faster)",
+        title=f"{data['model']}: latency and throughput (p50/fxonnx > 1: fxonnx is faster)",
         title_justify="left",
     )
     for h in HEADERS:
-        table.add_column(h, justify="left" if h == "runner" else "right")
+        table.add_column(h, justify="left" if h == "runner" else "right", no_wrap=True)
     for row in _rows(data):
         if row[2] == "failed":
             table.add_row(row[0], row[1], "[red]failed[/]")
@@ -117,7 +115,13 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     for row in _rows(data):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-    lines += ["", "p50 / fxonnx > 1 means fxonnx is faster than that runner.", ""]
+    lines += [
+        "",
+        "p50/fxonnx > 1 means fxonnx is faster than that runner. +MB is the growth of the "
+        "process's resident memory while exporting and while running (the first runner also "
+        "pays for one-time imports).",
+        "",
+    ]
     lines += [
         f"- {r['runner']} @ batch {r['batch']} failed: {r['error']}"
         for r in data["results"]
