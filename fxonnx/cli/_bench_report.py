@@ -46,7 +46,9 @@ def _rows(data: dict[str, Any]) -> list[list[str]]:
         if not r["ok"]:
             rows.append([r["runner"], str(r["batch"]), "failed"] + [""] * 8)
             continue
-        vs = "1.00x" if r["runner"] == "fxonnx" else f"{ratio[(r['batch'], r['runner'])]:.2f}x"
+        vs = "1.00x" if r["runner"] == "fxonnx" else "-"
+        if (r["batch"], r["runner"]) in ratio:  # no ratio when fxonnx failed at this batch
+            vs = f"{ratio[(r['batch'], r['runner'])]:.2f}x"
         rows.append(
             [
                 r["runner"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 import warnings
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.debug:
                 traceback.print_exc()
             hint = e.hint or (None if args.debug else _DEBUG_HINT)
+            if hint:  # the API's keyword arguments, as the CLI spells them
+                hint = re.sub(r"provider='(\w+)'", r"--provider \1", hint)
             if isinstance(e, UnsupportedOpError):
                 hint = "rewrite those lines with supported ops, or pass --fallback torch.onnx"
             _error(e.message, hint, full=bool(args.verbose or args.debug))

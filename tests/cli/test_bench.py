@@ -116,3 +116,20 @@ def test_matplotlib_missing_message(tmp_path: Path, monkeypatch, capsys) -> None
     assert "pip install 'fxonnx[plot]'" in capsys.readouterr().err
     assert (tmp_path / "bench.json").is_file() and not (tmp_path / "bench.png").exists()
     assert "png" not in json.loads((tmp_path / "bench.json").read_text())["files"]
+
+
+def test_fxonnx_failure_exits_1_and_still_reports(monkeypatch, capsys) -> None:
+    import fxonnx._compile
+    from fxonnx._errors import ExportError
+
+    def broken(*args, **kwargs):
+        raise ExportError("lowering exploded")
+
+    monkeypatch.setattr(fxonnx._compile, "compile", broken)
+    argv = ["bench", "mlp", "--against", "eager", "--iters", "2", "--warmup", "0", "-q"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "fxonnx @ batch 1 failed: ExportError: lowering exploded" in out
+    assert main([*argv, "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert [r["ok"] for r in data["results"]] == [False, True] and data["ratios"] == []

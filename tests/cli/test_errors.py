@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,21 @@ def test_fallback_flag_reaches_compile(tmp_path: Path, monkeypatch, capsys) -> N
     assert main(["export", "mlp", "-o", str(out), "--fallback", "torch.onnx", "-q"]) == 0
     assert main(["verify", "mlp", "--fallback", "torch.onnx", "-q"]) == 0
     assert seen == ["torch.onnx", "torch.onnx"] and out.is_file()
+
+
+def test_onnx_file_with_the_wrong_model_is_a_usage_error(mlp_onnx: Path, capsys) -> None:
+    err = _fails(["verify", str(mlp_onnx), "--model", "simple_net"], 2, capsys)
+    assert "input 'x' dim 1 is 2, expected 10" in err
+
+
+def test_provider_cuda(tmp_path: Path, capsys) -> None:
+    from fxonnx.runtime import cuda_status
+
+    argv = ["export", "mlp", "-o", str(tmp_path / "m.onnx"), "--provider", "cuda", "--json"]
+    if cuda_status()[0]:
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["provider"] == "cuda"
+    else:
+        err = _fails(argv, 1, capsys)
+        assert "CUDA is not usable" in err and "--provider cpu" in err
+        assert "provider='" not in err.split("hint:")[1]
