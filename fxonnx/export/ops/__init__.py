@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     embedding,
     index,
     linear,
+    movement,
     norm,
     pool,
     reduce,

@@ -41,8 +41,10 @@ def emit_conv(
     if isinstance(padding, str):
         if padding == "valid":
             attrs["pads"] = [0] * (2 * n)
-        elif padding == "same":
-            attrs["auto_pad"] = "SAME_UPPER"
+        elif padding == "same":  # torch puts the odd pad at the end, like SAME_UPPER
+            kernel = ctx.static_shape(w)[2:]
+            total = [d * (k - 1) for d, k in zip(attrs["dilations"], kernel, strict=True)]
+            attrs["pads"] = [t // 2 for t in total] + [t - t // 2 for t in total]
         else:
             raise ExportError(f"{ctx.node.name}: unknown padding mode {padding!r}")
     else:

@@ -1,15 +1,30 @@
-"""Matrix products: linear, addmm, mm, bmm, matmul, baddbmm, einsum."""
+"""Matrix products (linear, addmm, mm, bmm, matmul, baddbmm, mv, dot, outer, bilinear, einsum)
+and the vector similarities built on them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 from .._registry import lowers, one_to_one
+from ._common import promoted
+from .reduce import vector_norm
 
 aten = torch.ops.aten
 
-one_to_one({aten.mm.default: "MatMul", aten.bmm.default: "MatMul", aten.matmul.default: "MatMul"})
+one_to_one(
+    {
+        aten.mm.default: "MatMul",
+        aten.bmm.default: "MatMul",
+        aten.matmul.default: "MatMul",
+        aten.mv.default: "MatMul",
+        aten.dot.default: "MatMul",
+        aten.vdot.default: "MatMul",
+    }
+)
 
 
 @lowers(aten.linear.default)
@@ -37,21 +52,88 @@ def addmm(ctx: LowerCtx) -> Value:
 @lowers(aten.baddbmm.default)
 def baddbmm(ctx: LowerCtx) -> Value:
     """baddbmm(Tensor self, Tensor batch1, Tensor batch2, *, Scalar beta=1, Scalar alpha=1)"""
-    beta, alpha = ctx.kwarg("beta", 1), ctx.kwarg("alpha", 1)
-    dtype = ctx.out_dtype
     prod = ctx.emit("MatMul", ctx.input(1), ctx.input(2))
+    return _scaled_sum(ctx, ctx.input(0), prod, ctx.kwarg("beta", 1), ctx.kwarg("alpha", 1))
+
+
+def _scaled_sum(ctx: LowerCtx, base: Value, prod: Value, beta: Any, alpha: Any) -> Value:
+    """beta * base + alpha * prod; beta == 0 ignores base (NaNs in it included), as torch does."""
+    dtype = ctx.out_dtype
     if alpha != 1:
         prod = ctx.emit("Mul", prod, ctx.const(alpha, dtype))
-    base = ctx.input(0)
     if beta == 0:
-        return prod
+        return ctx.emit("Expand", prod, ctx.emit("Shape", ctx.emit("Add", base, prod)))
     if beta != 1:
         base = ctx.emit("Mul", base, ctx.const(beta, dtype))
     return ctx.emit("Add", base, prod)
 
 
+@lowers(aten.addmv.default)
+def addmv(ctx: LowerCtx) -> Value:
+    """addmv(Tensor self, Tensor mat, Tensor vec, *, Scalar beta=1, Scalar alpha=1) -> Tensor"""
+    prod = ctx.emit("MatMul", ctx.input(1), ctx.input(2))
+    return _scaled_sum(ctx, ctx.input(0), prod, ctx.kwarg("beta", 1), ctx.kwarg("alpha", 1))
+
+
+@lowers(aten.outer.default, aten.ger.default)
+def outer(ctx: LowerCtx) -> Value:
+    """outer(Tensor self, Tensor vec2) -> Tensor: a[:, None] * b[None, :]"""
+    a, b = promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=ctx.out_dtype)
+    column = ctx.emit("Unsqueeze", a, ctx.const([1], torch.int64))
+    return ctx.emit("Mul", column, b)
+
+
+@lowers(aten.bilinear.default)
+def bilinear(ctx: LowerCtx) -> Value:
+    """bilinear(Tensor input1, Tensor input2, Tensor weight, Tensor? bias) -> Tensor:
+    y[..., k] = x1[..., i] W[k, i, j] x2[..., j] + b[k]"""
+    y = ctx.emit("Einsum", ctx.input(0), ctx.input(2), ctx.input(1), equation="...i,kij,...j->...k")
+    return y if ctx.arg(3) is None else ctx.emit("Add", y, ctx.input(3))
+
+
+@lowers(aten.cosine_similarity.default)
+def cosine_similarity(ctx: LowerCtx) -> Value:
+    """cosine_similarity(Tensor x1, Tensor x2, int dim=1, float eps=1e-08) -> Tensor:
+    sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps))) over dim, as ATen computes it"""
+    x1, x2, dim, eps = ctx.arg(0), ctx.arg(1), ctx.arg(2), float(ctx.arg(3))
+    dtype = ctx.out_dtype
+    rank = max(ctx.rank(x1), ctx.rank(x2))
+    axis = ctx.const([dim % rank], torch.int64)
+    parts = []
+    for x in (x1, x2):
+        value = ctx.input_as(x, dtype)
+        if ctx.rank(x) < rank:  # broadcast from the left so that ``dim`` means the same dim
+            lead = ctx.const(list(range(rank - ctx.rank(x))), torch.int64)
+            value = ctx.emit("Unsqueeze", value, lead)
+        norm = ctx.emit("ReduceL2", value, axis, keepdims=1)
+        parts.append(ctx.emit("Div", value, ctx.emit("Max", norm, ctx.const(eps, dtype))))
+    return ctx.emit("ReduceSum", ctx.emit("Mul", *parts), axis, keepdims=0)
+
+
+@lowers(aten.pairwise_distance.default)
+def pairwise_distance(ctx: LowerCtx) -> Value:
+    """pairwise_distance(Tensor x1, Tensor x2, float p=2, float eps=1e-06, bool keepdim=False):
+    ||x1 - x2 + eps||_p over the last dim"""
+    x1, x2 = promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=ctx.out_dtype)
+    diff = ctx.emit("Add", ctx.emit("Sub", x1, x2), ctx.const(float(ctx.arg(3)), ctx.out_dtype))
+    rank = max(ctx.rank(ctx.arg(0)), ctx.rank(ctx.arg(1)))
+    return vector_norm(ctx, diff, rank, ctx.arg(2), [-1], bool(ctx.arg(4)))
+
+
 @lowers(aten.einsum.default)
 def einsum(ctx: LowerCtx) -> Value:
-    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor"""
+    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor; subscripts are
+    renamed to lower-case letters, which onnxruntime requires."""
     equation = ctx.arg(0).replace(" ", "")
-    return ctx.emit("Einsum", *(ctx.value(t) for t in ctx.arg(1)), equation=equation)
+    letters = sorted({c for c in equation if c.isalpha()})
+    if any(c.isupper() for c in letters):
+        if len(letters) > 26:
+            raise ExportError(f"{ctx.node.name}: einsum with more than 26 subscripts")
+        spare = iter(
+            sorted(set("abcdefghijklmnopqrstuvwxyz") - {c for c in letters if c.islower()})
+        )
+        rename = {c: (c if c.islower() else next(spare)) for c in letters}
+        equation = "".join(rename.get(c, c) for c in equation)
+    tensors = list(ctx.arg(1))
+    values = promoted(ctx, *tensors, dtype=ctx.out_dtype)
+    return ctx.emit("Einsum", *values, equation=equation)

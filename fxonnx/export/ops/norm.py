@@ -114,3 +114,25 @@ def group_norm(ctx: LowerCtx) -> Value:
     if b is not None:
         y = ctx.emit("Add", y, ctx.emit("Reshape", ctx.value(b), affine_shape))
     return y
+
+
+@lowers(aten.instance_norm.default)
+def instance_norm(ctx: LowerCtx) -> Value:
+    """instance_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean,
+    Tensor? running_var, bool use_input_stats, float momentum, float eps, bool cudnn_enabled):
+    per-sample statistics (InstanceNormalization), or the running ones (track_running_stats
+    in eval mode), which is batch norm."""
+    x, w, b, mean, var, use_input_stats, _momentum, eps = (ctx.arg(i) for i in range(8))
+    if not use_input_stats:
+        return _batch_norm(ctx, x, w, b, mean, var, eps)
+    channels = ctx.static_shape(x)[1]
+    if channels is None:
+        raise ExportError(f"{ctx.node.name}: instance norm needs a static channel count")
+    dtype = ctx.dtype(x)
+    return ctx.emit(
+        "InstanceNormalization",
+        ctx.value(x),
+        _ones_or(ctx, w, channels, dtype, 1.0),
+        _ones_or(ctx, b, channels, dtype, 0.0),
+        epsilon=float(eps),
+    )

@@ -1,7 +1,15 @@
-"""Pooling: max, average, adaptive (where the output divides the input evenly)."""
+"""Pooling: max (with indices), average, adaptive (where the output divides the input evenly).
+
+ceil_mode never reaches ONNX: the extra windows it allows become explicit end padding, sized
+from the traced output shape. (ONNX shape inference and onnxruntime disagree on ceil_mode
+windows that would start in the padding; torch drops those.) Averages whose divisor is not
+the count of real elements (count_include_pad with ceil_mode, divisor_override) are a window
+sum divided by torch's divisor, computed here per output position.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,76 +26,136 @@ def _n(value: Any, n: int) -> list[int]:
     return values * n if len(values) == 1 else values
 
 
-def _pool_attrs(ctx: LowerCtx, n: int, kernel: Any, stride: Any, padding: Any, ceil: bool) -> dict:
-    kernel = _n(kernel, n)
-    stride = _n(stride, n) if stride not in (None, []) else kernel
-    pads = _n(padding, n)
-    return {"kernel_shape": kernel, "strides": stride, "pads": pads + pads, "ceil_mode": int(ceil)}
+class _Window:
+    """Kernel, stride, padding and dilation per spatial dim, with the end padding that makes
+    the ONNX output size equal to torch's."""
+
+    def __init__(
+        self, ctx: LowerCtx, n: int, kernel: Any, stride: Any, padding: Any, dilation: Any = 1
+    ) -> None:
+        self.kernel = _n(kernel, n)
+        self.stride = _n(stride, n) if stride not in (None, []) else self.kernel
+        self.pad = _n(padding, n)
+        self.dilation = _n(dilation, n)
+        self.size = list(ctx.static_shape(ctx.arg(0))[-n:])
+        self.out = _out_shape(ctx, n)
+        if None in self.size or None in self.out:
+            raise ExportError(f"{ctx.node.name}: pooling over a dynamic spatial dim")
+        self.extra = [
+            max(0, (o - 1) * s + d * (k - 1) + 1 - (i + 2 * p))
+            for o, s, d, k, i, p in zip(
+                self.out, self.stride, self.dilation, self.kernel, self.size, self.pad, strict=True
+            )
+        ]
+
+    @property
+    def prepad(self) -> bool:
+        """onnxruntime wants pads below the kernel size; past that, pad the input itself."""
+        return any(p + e >= k for p, e, k in zip(self.pad, self.extra, self.kernel, strict=True))
+
+    def apply(self, ctx: LowerCtx, fill: float) -> tuple[Value, dict[str, Any]]:
+        """The input (padded at the end when ``prepad``) and the ONNX pooling attributes."""
+        x, ends = ctx.input(0), [p + e for p, e in zip(self.pad, self.extra, strict=True)]
+        if self.prepad:
+            n = len(self.kernel)
+            axes = ctx.const(list(range(-n, 0)), torch.int64)
+            extra = ctx.const([0] * n + self.extra, torch.int64)
+            x = ctx.emit("Pad", x, extra, ctx.const(fill, ctx.out_dtype), axes)
+            ends = self.pad
+        attrs = {"kernel_shape": self.kernel, "strides": self.stride, "pads": self.pad + ends}
+        return x, attrs
+
+    def divisors(self, include_pad: bool) -> torch.Tensor:
+        """torch's divisor per output position: the window clipped to the padded input (with
+        include_pad) or to the input."""
+        per_dim = []
+        for o, s, k, i, p in zip(
+            self.out, self.stride, self.kernel, self.size, self.pad, strict=True
+        ):
+            start = torch.arange(o) * s - p
+            end = torch.clamp(start + k, max=i + p)
+            if not include_pad:
+                start, end = start.clamp(min=0), end.clamp(max=i)
+            per_dim.append((end - start).to(torch.float64))
+        grid = per_dim[0]
+        for d in per_dim[1:]:
+            grid = grid[..., None] * d
+        return grid
 
 
-@lowers(aten.max_pool1d.default, aten.max_pool2d.default, aten.max_pool3d.default)
-def max_pool(ctx: LowerCtx) -> Value:
+def _out_shape(ctx: LowerCtx, n: int) -> list[int | None]:
+    val = ctx.val()
+    return list(ctx.static_shape(val[0] if isinstance(val, (tuple, list)) else val)[-n:])
+
+
+def _dims(ctx: LowerCtx) -> int:
+    name = ctx.node.target.overloadpacket.__name__
+    return int(name.split("pool")[1][0])
+
+
+def _plane_indices(ctx: LowerCtx, indices: Value, spatial: list[int]) -> Value:
+    """ONNX MaxPool indices count over the whole (N, C, *spatial) tensor; torch's over one
+    plane, which is the remainder modulo the plane size."""
+    return ctx.emit("Mod", indices, ctx.const(math.prod(spatial), torch.int64))
+
+
+def _max_pool(ctx: LowerCtx, window: _Window, with_indices: bool) -> Any:
+    dtype = ctx.out_dtype
+    lowest = torch.finfo(dtype).min if dtype.is_floating_point else torch.iinfo(dtype).min
+    x, attrs = window.apply(ctx, -math.inf if dtype.is_floating_point else lowest)
+    attrs["dilations"] = window.dilation
+    if not with_indices:
+        return ctx.emit("MaxPool", x, **attrs)
+    if window.prepad:
+        raise ExportError(f"{ctx.node.name}: max-pool indices with ceil_mode windows this wide")
+    values, indices = ctx.emit("MaxPool", x, outputs=2, **attrs)
+    return [values, _plane_indices(ctx, indices, window.size)]
+
+
+@lowers(
+    *(getattr(aten, f"max_pool{n}d").default for n in (1, 2, 3)),
+    *(getattr(aten, f"max_pool{n}d_with_indices").default for n in (1, 2, 3)),
+)
+def max_pool(ctx: LowerCtx) -> Any:
     """max_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
-    int[2] dilation=1, bool ceil_mode=False) -> Tensor"""
-    n = int(str(ctx.node.target).split("max_pool")[1][0])
-    attrs = _pool_attrs(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), bool(ctx.arg(5)))
-    attrs["dilations"] = _n(ctx.arg(4), n)
-    return ctx.emit("MaxPool", ctx.input(0), **attrs)
-
-
-@lowers(aten.max_pool2d_with_indices.default)
-def max_pool_with_indices(ctx: LowerCtx) -> list[Value]:
-    """max_pool2d_with_indices(...) -> (Tensor, Tensor); ONNX indices are flattened over the whole
-    tensor while torch's are per plane, so only the values are exported."""
-    attrs = _pool_attrs(ctx, 2, ctx.arg(1), ctx.arg(2), ctx.arg(3), bool(ctx.arg(5)))
-    attrs["dilations"] = _n(ctx.arg(4), 2)
-    return [ctx.emit("MaxPool", ctx.input(0), **attrs), _no_indices(ctx)]
-
-
-def _no_indices(ctx: LowerCtx) -> Value:
-    users = [u for u in ctx.node.users if u.args[1] != 0]
-    if users:
-        raise ExportError(f"{ctx.node.name}: max-pool indices are not supported")
-    return ctx.const(torch.zeros(0, dtype=torch.int64))
+    int[2] dilation=1, bool ceil_mode=False) -> Tensor; *_with_indices -> (Tensor, Tensor)"""
+    n = _dims(ctx)
+    window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(4))
+    return _max_pool(ctx, window, "with_indices" in ctx.node.target.overloadpacket.__name__)
 
 
 @lowers(aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default)
 def avg_pool(ctx: LowerCtx) -> Value:
     """avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
     bool ceil_mode=False, bool count_include_pad=True, int? divisor_override=None) -> Tensor"""
-    n = int(str(ctx.node.target).split("avg_pool")[1][0])
-    attrs = _pool_attrs(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), bool(ctx.arg(4)))
-    count_include_pad = ctx.arg(5) if ctx.arg(5) is not None else True
+    n = _dims(ctx)
+    window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3))
+    include_pad = ctx.arg(5) if ctx.arg(5) is not None else True
     divisor = ctx.arg(6) if n > 1 else None
-    y = ctx.emit(
-        "AveragePool", ctx.input(0), count_include_pad=int(bool(count_include_pad)), **attrs
-    )
+    plain = divisor is None and not any(window.extra)
+    x, attrs = window.apply(ctx, 0.0)
+    y = ctx.emit("AveragePool", x, count_include_pad=int(bool(include_pad) or not plain), **attrs)
+    if plain:
+        return y
+    # y is the window sum / kernel size; torch divides the sum by divisor_override, or by the
+    # window clipped to the (padded) input
+    dtype = ctx.out_dtype
     if divisor is not None:
-        if any(attrs["pads"]) or attrs["ceil_mode"]:
-            raise ExportError(
-                f"{ctx.node.name}: avg_pool with divisor_override and padding/ceil_mode"
-            )
-        window = 1
-        for k in attrs["kernel_shape"]:
-            window *= k
-        y = ctx.emit("Mul", y, ctx.const(window / divisor, ctx.out_dtype))
-    return y
+        return ctx.emit("Mul", y, ctx.const(math.prod(window.kernel) / divisor, dtype))
+    scale = math.prod(window.kernel) / window.divisors(include_pad=bool(include_pad))
+    return ctx.emit("Mul", y, ctx.const(scale.to(dtype)))
 
 
-def _adaptive(ctx: LowerCtx, onnx_global: str, onnx_pool: str) -> Value:
+def _adaptive_kernel(ctx: LowerCtx) -> tuple[list[int], list[int]]:
     x = ctx.arg(0)
     out_size = list(ctx.arg(1))
-    spatial = ctx.static_shape(x)[-len(out_size) :]
-    if all(o == 1 for o in out_size):
-        return ctx.emit(onnx_global, ctx.input(0))
-    if any(s is None or s % o for s, o in zip(spatial, out_size, strict=True)):
+    spatial = list(ctx.static_shape(x)[-len(out_size) :])
+    if any(s is None or o is None or s % o for s, o in zip(spatial, out_size, strict=True)):
         raise ExportError(
             f"{ctx.node.name}: adaptive pooling from {spatial} to {out_size} has uneven windows",
             hint="choose an output size that divides the input size",
         )
-    kernel = [s // o for s, o in zip(spatial, out_size, strict=True)]
-    pads = [0] * (2 * len(kernel))
-    return ctx.emit(onnx_pool, ctx.input(0), kernel_shape=kernel, strides=kernel, pads=pads)
+    return [s // o for s, o in zip(spatial, out_size, strict=True)], spatial
 
 
 @lowers(
@@ -95,13 +163,31 @@ def _adaptive(ctx: LowerCtx, onnx_global: str, onnx_pool: str) -> Value:
     aten.adaptive_avg_pool2d.default,
     aten.adaptive_avg_pool3d.default,
     aten._adaptive_avg_pool2d.default,
+    aten._adaptive_avg_pool3d.default,
 )
 def adaptive_avg_pool(ctx: LowerCtx) -> Value:
     """adaptive_avg_pool2d(Tensor self, SymInt[2] output_size) -> Tensor"""
-    return _adaptive(ctx, "GlobalAveragePool", "AveragePool")
+    if all(o == 1 for o in ctx.arg(1)):
+        return ctx.emit("GlobalAveragePool", ctx.input(0))
+    kernel, _ = _adaptive_kernel(ctx)
+    pads = [0] * (2 * len(kernel))
+    return ctx.emit("AveragePool", ctx.input(0), kernel_shape=kernel, strides=kernel, pads=pads)
 
 
-@lowers(aten.adaptive_max_pool1d.default, aten.adaptive_max_pool2d.default)
+@lowers(
+    aten.adaptive_max_pool1d.default,
+    aten.adaptive_max_pool2d.default,
+    aten.adaptive_max_pool3d.default,
+)
 def adaptive_max_pool(ctx: LowerCtx) -> list[Value]:
     """adaptive_max_pool2d(Tensor self, int[2] output_size) -> (Tensor, Tensor)"""
-    return [_adaptive(ctx, "GlobalMaxPool", "MaxPool"), _no_indices(ctx)]
+    kernel, spatial = _adaptive_kernel(ctx)
+    pads = [0] * (2 * len(kernel))
+    attrs = {"kernel_shape": kernel, "strides": kernel, "pads": pads}
+    if not any(u.args[1] == 1 for u in ctx.node.users):
+        return [
+            ctx.emit("MaxPool", ctx.input(0), **attrs),
+            ctx.const(torch.zeros(0, dtype=torch.int64)),
+        ]
+    values, indices = ctx.emit("MaxPool", ctx.input(0), outputs=2, **attrs)
+    return [values, _plane_indices(ctx, indices, spatial)]
