@@ -41,6 +41,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    # with --input the inputs' own dim 0 is the batch size
     p.add_argument("--input", action="append", metavar="SPEC", help="inputs of a non-zoo model")
     p.add_argument(
         "--against",
@@ -87,7 +88,15 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
-    loaded = {b: load_model(args.model, args.input, None if args.input else b) for b in batches}
+    if args.input:  # the --input shapes fix the batch: label the run with it
+        if args.batch != "1":
+            raise UsageError("--batch and --input both choose the inputs", hint="give only one")
+        one = load_model(args.model, args.input)
+        first = next((t for t in one.args if getattr(t, "ndim", 0) > 0), None)
+        batches = [int(first.shape[0]) if first is not None else 1]
+        loaded = {batches[0]: one}
+    else:
+        loaded = {b: load_model(args.model, None, b) for b in batches}
     results: list[Measure] = []
     total = len(batches) * len(runners)
     with _progress(total, quiet=args.quiet) as advance:

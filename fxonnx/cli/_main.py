@@ -8,12 +8,13 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .._errors import FxonnxError, InputError, UnsupportedOpError
 from .._version import __version__
@@ -58,20 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+@contextlib.contextmanager
+def _logging(verbose: int, quiet: bool) -> Iterator[None]:
+    """fxonnx log records to stderr at the level -v/-q ask for; the logger is restored after
+    the command, so ``main()`` called in-process leaves no handler or level behind."""
     level = (
         logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     )
     logger = logging.getLogger("fxonnx")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    old_level, old_propagate = logger.level, logger.propagate
     logger.setLevel(level)
-    if not any(getattr(h, "_fxonnx_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()  # binds sys.stderr now: pytest's capture sees it
-        handler._fxonnx_cli = True  # type: ignore[attr-defined]
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    for h in logger.handlers:
-        if getattr(h, "_fxonnx_cli", False):
-            h.stream = sys.stderr  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
 
 _MAX_DETAIL = 6  # detail lines of a long error (one per unsupported node) shown without -v
@@ -94,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    _setup_logging(args.verbose, args.quiet)
-    with warnings.catch_warnings():
+    with _logging(args.verbose, args.quiet), warnings.catch_warnings():
         if args.quiet:
             warnings.simplefilter("ignore")
         else:

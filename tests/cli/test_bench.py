@@ -133,3 +133,16 @@ def test_fxonnx_failure_exits_1_and_still_reports(monkeypatch, capsys) -> None:
     assert main([*argv, "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert [r["ok"] for r in data["results"]] == [False, True] and data["ratios"] == []
+
+
+def test_bench_model_file_with_input(model_file: Path, capsys) -> None:
+    ref = f"{model_file}:make_module_only"
+    argv = ["bench", ref, "--input", "8x4", "--against", "eager", "--iters", "2", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(r["runner"], r["batch"], r["ok"]) for r in data["results"]] == [
+        ("fxonnx", 8, True),
+        ("eager", 8, True),
+    ]
+    assert main([*argv, "--batch", "1,2"]) == 2
+    assert "--batch and --input" in capsys.readouterr().err

@@ -179,3 +179,15 @@ def test_verify_broken_onnx_fails_checker(tmp_path: Path, capsys) -> None:
     assert main(["verify", str(path), "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["checks"][0]["name"] == "onnx.checker" and not data["checks"][0]["ok"]
+
+
+def test_verbose_logs_to_stderr_and_restores_logger(capsys) -> None:
+    import logging
+
+    logger = logging.getLogger("fxonnx")
+    before = (logger.level, list(logger.handlers), logger.propagate)
+    assert main(["verify", "mlp", "-vv", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "DEBUG fxonnx." in captured.err  # capture logs its node count at debug level
+    assert json.loads(captured.out)["ok"]
+    assert (logger.level, list(logger.handlers), logger.propagate) == before
