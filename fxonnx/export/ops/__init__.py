@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     conv,
     elementwise,
     embedding,
+    factory,
     index,
     linear,
     movement,

@@ -1,4 +1,4 @@
-"""Data movement without arithmetic: flip, roll, diagonals, channel shuffle."""
+"""Data movement without arithmetic: flip, roll, diagonals, channel shuffle, sorting."""
 
 from __future__ import annotations
 
@@ -133,3 +133,27 @@ def channel_shuffle(ctx: LowerCtx) -> Value:
     perm = [0, 2, 1, *range(3, 3 + len(rest))]
     moved = ctx.emit("Transpose", split, perm=perm)
     return ctx.emit("Reshape", moved, ctx.const([-1, c, *rest], _I64))
+
+
+def _top(ctx: LowerCtx, k: Value, dim: int, largest: bool) -> list[Value]:
+    x = ctx.arg(0)
+    return ctx.emit("TopK", ctx.value(x), k, outputs=2, axis=dim, largest=int(largest), sorted=1)
+
+
+@lowers(aten.topk.default)
+def topk(ctx: LowerCtx) -> list[Value]:
+    """topk(Tensor self, SymInt k, int dim=-1, bool largest=True, bool sorted=True)"""
+    dim = ctx.arg(2) % max(ctx.rank(ctx.arg(0)), 1)
+    return _top(ctx, ctx.int_list([ctx.arg(1)]), dim, bool(ctx.arg(3, True)))
+
+
+@lowers(aten.sort.default, aten.sort.stable, aten.argsort.default, aten.argsort.stable)
+def sort(ctx: LowerCtx) -> Any:
+    """sort(Tensor self, int dim=-1, bool descending=False) -> (values, indices);
+    sort.stable(Tensor self, *, bool? stable, int dim=-1, bool descending=False); argsort: the
+    indices. TopK over the whole dim; equal values come out in index order."""
+    x = ctx.arg(0)
+    dim = ctx.kwarg("dim", -1) % max(ctx.rank(x), 1)
+    k = ctx.shape_of(x, dim, dim + 1)
+    values, indices = _top(ctx, k, dim, bool(ctx.kwarg("descending", False)))
+    return indices if ctx.node.target.overloadpacket == aten.argsort else [values, indices]

@@ -1,5 +1,5 @@
-"""Reductions (sum, mean, extrema, arg-extrema, moments, norms, any/all), scans, sorting and
-softmax."""
+"""Reductions (sum, mean, extrema, arg-extrema, moments, norms, any/all), cumsum and softmax
+(sorting: movement.py)."""
 
 from __future__ import annotations
 
@@ -237,30 +237,6 @@ def cumsum(ctx: LowerCtx) -> Value:
     if ctx.rank(x) == 0:
         return value
     return ctx.emit("CumSum", value, ctx.const(ctx.arg(1) % ctx.rank(x), _I64))
-
-
-def _top(ctx: LowerCtx, k: Value, dim: int, largest: bool) -> list[Value]:
-    x = ctx.arg(0)
-    return ctx.emit("TopK", ctx.value(x), k, outputs=2, axis=dim, largest=int(largest), sorted=1)
-
-
-@lowers(aten.topk.default)
-def topk(ctx: LowerCtx) -> list[Value]:
-    """topk(Tensor self, SymInt k, int dim=-1, bool largest=True, bool sorted=True)"""
-    dim = ctx.arg(2) % max(ctx.rank(ctx.arg(0)), 1)
-    return _top(ctx, ctx.int_list([ctx.arg(1)]), dim, bool(ctx.arg(3, True)))
-
-
-@lowers(aten.sort.default, aten.sort.stable, aten.argsort.default, aten.argsort.stable)
-def sort(ctx: LowerCtx) -> Any:
-    """sort(Tensor self, int dim=-1, bool descending=False) -> (values, indices);
-    sort.stable(Tensor self, *, bool? stable, int dim=-1, bool descending=False); argsort: the
-    indices. TopK over the whole dim; equal values come out in index order."""
-    x = ctx.arg(0)
-    dim = ctx.kwarg("dim", -1) % max(ctx.rank(x), 1)
-    k = ctx.shape_of(x, dim, dim + 1)
-    values, indices = _top(ctx, k, dim, bool(ctx.kwarg("descending", False)))
-    return indices if ctx.node.target.overloadpacket == aten.argsort else [values, indices]
 
 
 def _softmax(ctx: LowerCtx, op: str) -> Value:
