@@ -182,7 +182,7 @@ def _print_summary(r: dict[str, Any], report: Any, *, quiet: bool) -> None:
     con.print(f"  outputs     {outs}")
     con.print(
         f"  graph       {r['nodes']} nodes, {r['op_types']} op types, "
-        f"{human(r['parameters'])} parameters, {human(r['flops_batch1'])}FLOPs at batch 1"
+        f"{human(r['parameters'])} parameters, {human(r['flops_batch1'])} FLOPs at batch 1"
     )
     con.print(f"  verified    {verdict} on {r['provider']}")
     con.print("  timings     " + ", ".join(f"{k} {v:.0f} ms" for k, v in r["timings_ms"].items()))
