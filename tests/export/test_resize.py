@@ -79,6 +79,7 @@ def test_upsample_matches_eager(mode: str, kw: dict, onnx_matches: Callable) -> 
     ],
     ids=["bilinear_size", "nearest_hw_scales", "bicubic_recompute", "float16", "legacy"],
 )
+@pytest.mark.filterwarnings("ignore:.*upsample_nearest.*deprecated")
 def test_interpolate_matches_eager(fn: Callable, onnx_matches: Callable) -> None:
     onnx_matches(Fn(fn), _rand(3, 5, 6))
 
@@ -157,3 +158,41 @@ def test_float64_resizes_in_float32() -> None:
     (got,) = session.run(None, {model.graph.input[0].name: x.numpy()})
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, module(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+_OPS = torch.ops.aten
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape"),
+    [
+        (lambda x: _OPS.upsample_nearest2d.default(x, [10, 9]), (3, 5, 6)),
+        (lambda x: _OPS.upsample_nearest2d.default(x, [10, 9], 2.0, 1.5), (3, 5, 6)),
+        (lambda x: _OPS.upsample_nearest1d.default(x, [13]), (3, 6)),
+        (lambda x: _OPS.upsample_bilinear2d.default(x, [7, 4], True), (3, 5, 6)),
+        (lambda x: _OPS.upsample_bilinear2d.default(x, [10, 12], False, 2.0, 2.0), (3, 5, 6)),
+        (lambda x: _OPS.upsample_bicubic2d.default(x, [8, 8], False), (3, 5, 6)),
+        (lambda x: _OPS.upsample_trilinear3d.default(x, [4, 6, 5], True), (2, 3, 4, 5)),
+        (lambda x: _OPS.reflection_pad2d.default(x, [1, 2, 0, 3]), (3, 5, 6)),
+        (lambda x: _OPS.replication_pad3d.default(x, [1, 0, 2, 1, 0, 1]), (2, 3, 4, 5)),
+        (lambda x: _OPS.reflection_pad1d.default(x, [3, 1]), (3, 6)),
+        (lambda x: _OPS._pad_circular.default(x, [1, 2]), (3, 6)),
+        (lambda x: _OPS.constant_pad_nd.default(x, [0, 1, -1, 2], -2.5), (3, 5, 6)),
+    ],
+    ids=[
+        "nearest2d_size",
+        "nearest2d_scales",
+        "nearest1d",
+        "bilinear_align",
+        "bilinear_scales",
+        "bicubic",
+        "trilinear_align",
+        "reflection_pad2d",
+        "replication_pad3d",
+        "reflection_pad1d",
+        "pad_circular",
+        "constant_pad_nd",
+    ],
+)
+def test_direct_aten_overloads(fn: Callable, shape: tuple, onnx_matches: Callable) -> None:
+    onnx_matches(Fn(fn), _rand(*shape))

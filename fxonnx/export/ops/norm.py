@@ -108,6 +108,8 @@ def group_norm(ctx: LowerCtx) -> Value:
         "Div", centered, ctx.emit("Sqrt", ctx.emit("Add", var, ctx.const(eps, dtype)))
     )
     y = ctx.emit("Reshape", normed, ctx.shape_of(x))
+    if w is None and b is None:
+        return y
     affine_shape = ctx.const([channels] + [1] * (rank - 2), torch.int64)
     if w is not None:
         y = ctx.emit("Mul", y, ctx.emit("Reshape", ctx.value(w), affine_shape))

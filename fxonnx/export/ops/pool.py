@@ -185,9 +185,6 @@ def adaptive_max_pool(ctx: LowerCtx) -> list[Value]:
     pads = [0] * (2 * len(kernel))
     attrs = {"kernel_shape": kernel, "strides": kernel, "pads": pads}
     if not any(u.args[1] == 1 for u in ctx.node.users):
-        return [
-            ctx.emit("MaxPool", ctx.input(0), **attrs),
-            ctx.const(torch.zeros(0, dtype=torch.int64)),
-        ]
+        return [ctx.emit("MaxPool", ctx.input(0), **attrs), None]  # nothing reads the indices
     values, indices = ctx.emit("MaxPool", ctx.input(0), outputs=2, **attrs)
     return [values, _plane_indices(ctx, indices, spatial)]
