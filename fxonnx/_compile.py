@@ -18,6 +18,7 @@ from .export import DEFAULT_OPSET, lower, save_model
 from .runtime import Session
 from .verify import Report
 from .verify import verify as verify_outputs
+from .verify._verify import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -136,21 +137,6 @@ class CompiledModel:
         )
 
 
-class _train_off:
-    """Capture and verify in eval mode (dropout off, batch-norm running stats), then restore."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.was_training = model.training
-
-    def __enter__(self) -> bool:
-        self.model.eval()
-        return self.was_training
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
-
-
 def _capture_and_lower(
     model: nn.Module,
     args: Any,
@@ -165,7 +151,7 @@ def _capture_and_lower(
         raise ValueError(f"fallback must be None or 'torch.onnx', not {fallback!r}")
     notes: list[str] = []
     stages: dict[str, float] = {}
-    with _train_off(model) as was_training:
+    with eval_mode(model) as was_training:
         if was_training:
             notes.append("model was in training mode; captured in eval mode")
         t0 = time.perf_counter()

@@ -76,7 +76,7 @@ def verify(
     t0 = time.perf_counter()
     names = [s.name for s in compiled.captured.outputs]
     checks: list[Check] = []
-    with _eval_mode(model):
+    with eval_mode(model):
         checks += compare_all(names, _eager(model, args, kwargs), compiled.run_flat(args, kwargs))
         info = compiled.captured.batch
         if info.dynamic and info.example is not None:
@@ -93,15 +93,17 @@ def verify(
     )
 
 
-class _eval_mode:
-    """Run the eager model in eval mode, restoring its mode afterwards."""
+class eval_mode:
+    """Eval mode (dropout off, batch-norm running statistics) for the block, then the model's
+    own mode again; entering returns whether it was training."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.was_training = model.training
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> bool:
         self.model.eval()
+        return self.was_training
 
     def __exit__(self, *exc: object) -> None:
         self.model.train(self.was_training)
