@@ -80,6 +80,12 @@ def _step_assign_input(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _put_columns(x: torch.Tensor, i: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    x[:, i] = v
+    return x
+
+
 def _neg_slice_assign(x: torch.Tensor) -> torch.Tensor:
     out = x.clone()
     out[:, -3:-1] = 7.0
@@ -137,6 +143,15 @@ CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
     ),
     "index_2d_index": (lambda x: x[:, :, _long(0, 1, 2, 3).view(2, 2)], lambda b: (_x(b),)),
     "index_int32": (lambda x, i: x[:, :, i], lambda b: (_x(b), _long(3, 1).int())),
+    "pick_per_row": (
+        lambda x, labels: x[torch.arange(x.size(0)), :, labels],
+        lambda b: (_x(b), torch.randint(0, 8, (b,))),
+    ),
+    "index_put_columns": (_put_columns, lambda b: (_x(b), _long(3, 0), torch.randn(2, 8))),
+    "index_put_per_row": (
+        lambda x, labels: x.index_put((torch.arange(x.size(0)), labels), torch.tensor(9.0)),
+        lambda b: (_x(b), torch.randint(0, 4, (b,))),
+    ),
     "index_select": (lambda x, i: x.index_select(2, i), lambda b: (_x(b), _long(7, 0, 0))),
     "gather": (
         lambda x, i: x.gather(2, i),
