@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from ._errors import InputError, UnsupportedOpError
-from .capture import Captured, ConstantLeaf, capture
+from .capture import Captured, ConstantLeaf, capture, resolve_dim
 from .export import DEFAULT_OPSET, lower, save_model
 from .runtime import Session
 from .verify import Report
@@ -80,16 +80,9 @@ class CompiledModel:
                 batch = t.shape[d]
         shapes = []
         for spec in self.captured.outputs:
-            dims = []
-            for d in spec.shape:
-                if isinstance(d, int):
-                    dims.append(d)
-                elif batch is not None and d == "batch":
-                    dims.append(batch)
-                elif batch is not None and d.startswith("batch*"):
-                    dims.append(batch * int(d.split("*")[1]))
-                else:
-                    return None
+            dims = [resolve_dim(d, batch) for d in spec.shape]
+            if None in dims:
+                return None
             shapes.append(tuple(dims))
         return shapes
 
@@ -146,6 +139,11 @@ def _capture_and_lower(
     batch_dims: Any,
     dynamic: bool,
     fallback: str | None,
+    passes: Any = "default",
+    skip: Any = (),
+    prune: Any = None,
+    verify_each: bool = False,
+    pass_stats: list | None = None,
 ) -> tuple[Captured, onnx.ModelProto, dict[str, float], list[str]]:
     if fallback not in (None, "torch.onnx"):
         raise ValueError(f"fallback must be None or 'torch.onnx', not {fallback!r}")
@@ -158,6 +156,21 @@ def _capture_and_lower(
         captured = capture(model, args, kwargs, batch_dims=batch_dims, dynamic=dynamic)
         stages["capture"] = (time.perf_counter() - t0) * 1e3
     notes += captured.notes
+    if passes != "none" or prune:
+        from .passes import run_passes
+
+        t0 = time.perf_counter()
+        captured, stats = run_passes(
+            captured,
+            passes,
+            skip,
+            prune=prune,
+            verify_each=verify_each,
+            example_inputs=_user_tensors(captured, args, kwargs) if verify_each else (),
+        )
+        stages["passes"] = (time.perf_counter() - t0) * 1e3
+        if pass_stats is not None:
+            pass_stats.extend(stats)
     t0 = time.perf_counter()
     try:
         onnx_model = lower(captured, opset=opset)
@@ -175,6 +188,18 @@ def _capture_and_lower(
     return captured, onnx_model, stages, notes
 
 
+def _user_tensors(captured: Captured, args: Any, kwargs: dict | None) -> list[torch.Tensor]:
+    """The example's tensor leaves, in ``captured.user_inputs`` order."""
+    if not isinstance(args, tuple):
+        args = (args,)
+    leaves = pytree.tree_leaves((tuple(args), dict(kwargs or {})))
+    return [
+        leaf
+        for leaf, want in zip(leaves, captured.leaves, strict=True)
+        if not isinstance(want, ConstantLeaf)
+    ]
+
+
 def compile(  # noqa: A001 - the public name mirrors torch.compile
     model: nn.Module,
     args: Any = (),
@@ -182,10 +207,13 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     *,
     provider: str = "auto",
     opset: int = DEFAULT_OPSET,
-    verify: bool = True,
+    verify: bool | str = True,
     batch_dims: Any = "auto",
     dynamic: bool = True,
     fallback: str | None = None,
+    passes: str | list[str] = "default",
+    skip: list[str] | tuple[str, ...] = (),
+    prune: float | dict[str, float] | None = None,
 ) -> CompiledModel:
     """Capture ``model`` on the example inputs, lower it to ONNX and load it in onnxruntime.
 
@@ -194,7 +222,15 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     and, with a dynamic batch, at a second batch size; a mismatch raises VerificationError.
     ``batch_dims``/``dynamic`` choose the dynamic batch (see ``fxonnx.capture.capture``).
     ``fallback="torch.onnx"`` hands graphs with unsupported ops to ``torch.onnx.export``.
+    ``passes`` ("default", "none" or pass names, see ``fxonnx.passes.available_passes()``) minus
+    ``skip`` optimize the graph first; ``prune`` (a ratio or {layer: ratio}) removes that share
+    of conv/linear channels by L1 norm. ``verify="each-pass"`` also checks the graph in torch
+    after every pass (PassError names the pass and the first diverging node). Per-pass stats
+    land in ``report.passes``, their time in ``report.stages["passes"]``.
     """
+    if verify not in (True, False, "each-pass"):
+        raise ValueError(f"verify must be True, False or 'each-pass', not {verify!r}")
+    pass_stats: list = []
     captured, onnx_model, stages, notes = _capture_and_lower(
         model,
         args,
@@ -203,11 +239,16 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         batch_dims=batch_dims,
         dynamic=dynamic,
         fallback=fallback,
+        passes=passes,
+        skip=skip,
+        prune=prune,
+        verify_each=verify == "each-pass",
+        pass_stats=pass_stats,
     )
     t0 = time.perf_counter()
     session = Session(onnx_model.SerializeToString(), provider=provider)
     stages["session"] = (time.perf_counter() - t0) * 1e3
-    report = Report(stages=stages, notes=tuple(notes))
+    report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
     compiled = CompiledModel(captured, onnx_model, session, report)
     if verify:
         checked = verify_outputs(model, args, compiled, kwargs)
@@ -229,8 +270,12 @@ def export(
     dynamic: bool = True,
     fallback: str | None = None,
     external_data: bool | None = None,
+    passes: str | list[str] = "default",
+    skip: list[str] | tuple[str, ...] = (),
+    prune: float | dict[str, float] | None = None,
 ) -> onnx.ModelProto:
-    """Capture and lower ``model`` to ONNX without running it; save to ``path`` when given."""
+    """Capture, optimize (``passes`` minus ``skip``, optional ``prune``; see ``compile``) and
+    lower ``model`` to ONNX without running it; save to ``path`` when given."""
     _, onnx_model, _, notes = _capture_and_lower(
         model,
         args,
@@ -239,6 +284,9 @@ def export(
         batch_dims=batch_dims,
         dynamic=dynamic,
         fallback=fallback,
+        passes=passes,
+        skip=skip,
+        prune=prune,
     )
     for note in notes:
         log.info("fxonnx: %s", note)

@@ -62,8 +62,10 @@ def _suspicious(value: int | float, sentinel: int) -> bool:
         return False
     # 1/S, k/S: tiny floats that are whole multiples of 1/S; or large ones like S/2.
     scaled = value * sentinel
-    tiny_multiple = abs(value) < 1e-3 and round(scaled) != 0 and (
-        abs(scaled - round(scaled)) <= 1e-6 * abs(scaled)
+    tiny_multiple = (
+        abs(value) < 1e-3
+        and round(scaled) != 0
+        and (abs(scaled - round(scaled)) <= 1e-6 * abs(scaled))
     )
     return abs(value) >= 1000.0 or tiny_multiple
 

@@ -11,6 +11,7 @@ Graph metadata (documented keys, see STYLE.md rule 3):
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,13 +53,31 @@ class BatchInfo:
     reason: str | None = None
 
     def dim_of(self, value: int) -> Dim:
-        """Read a traced size back as an int or a ``"batch"`` expression."""
-        if not self.dynamic or self.sentinel is None or value < self.sentinel:
+        """Read a traced size back as an int or a batch expression: ``"batch"``,
+        ``"batch*8"``, ``"batch-1"`` (from ``x[:-1]``)."""
+        s = self.sentinel
+        if not self.dynamic or s is None or value < s - _NEAR:
             return value
-        a, c = divmod(value, self.sentinel)
-        if c:
+        a = max(1, round(value / s))
+        c = value - a * s
+        if abs(c) > _NEAR:
             return value
-        return "batch" if a == 1 else f"batch*{a}"
+        base = "batch" if a == 1 else f"batch*{a}"
+        return base if c == 0 else f"{base}{c:+d}"
+
+
+_NEAR = 4096  # sizes this close to a multiple of the sentinel are batch arithmetic
+_DIM_EXPR = re.compile(r"^batch(?:\*(\d+))?([+-]\d+)?$")
+
+
+def resolve_dim(dim: Dim, batch: int | None) -> int | None:
+    """The size of ``dim`` (an int or a ``dim_of`` expression) at ``batch``; None if unknown."""
+    if isinstance(dim, int):
+        return dim
+    match = _DIM_EXPR.match(dim)
+    if match is None or batch is None:
+        return None
+    return batch * int(match.group(1) or 1) + int(match.group(2) or 0)
 
 
 @dataclass(frozen=True)
