@@ -1,0 +1,201 @@
+"""Small graph helpers shared by the passes: matching calls, state placeholders, new constants,
+and ``node.meta["val"]`` for nodes a pass creates (evaluated on the captured FakeTensors)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import fx
+from torch._guards import detect_fake_mode
+
+from ..capture import Captured, TensorSpec
+
+aten = torch.ops.aten
+
+Target = Any
+
+
+def calls(gm: fx.GraphModule, *targets: Target) -> Iterator[fx.Node]:
+    """call_function nodes with one of ``targets`` (a snapshot: safe to rewrite while iterating)."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in targets and node.graph is gm.graph:
+            yield node
+
+
+def is_call(node: Any, *targets: Target) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in targets
+
+
+def only_user(node: fx.Node) -> fx.Node | None:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def val(node: Any) -> Any:
+    return node.meta.get("val") if isinstance(node, fx.Node) else node
+
+
+def scalar_operand(node: fx.Node) -> tuple[fx.Node, float] | None:
+    """For ``mul``/``add``/``div``/``sub`` with one tensor and one Python number: (tensor, number).
+    ``add``/``sub`` with ``alpha != 1`` and a number on the left of ``div``/``sub`` do not count."""
+    if node.op != "call_function" or len(node.args) != 2:
+        return None
+    if node.kwargs.get("alpha", 1) != 1:
+        return None
+    a, b = node.args
+    if isinstance(a, fx.Node) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return a, float(b)
+    commutes = node.target in (aten.mul.Tensor, aten.add.Tensor, aten.mul.Scalar, aten.add.Scalar)
+    if commutes and isinstance(b, fx.Node) and isinstance(a, (int, float)):
+        return b, float(a)
+    return None
+
+
+def same_meta(a: Any, b: Any) -> bool:
+    """Same shape and dtype according to the traced FakeTensors."""
+    va, vb = val(a), val(b)
+    if not isinstance(va, torch.Tensor) or not isinstance(vb, torch.Tensor):
+        return False
+    return tuple(va.shape) == tuple(vb.shape) and va.dtype == vb.dtype
+
+
+def fake_mode(gm: fx.GraphModule) -> Any:
+    """The FakeTensorMode of the captured metadata (cached in ``gm.meta``)."""
+    if "fxonnx.fake_mode" not in gm.meta:
+        vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+        gm.meta["fxonnx.fake_mode"] = detect_fake_mode(
+            [v for v in vals if isinstance(v, torch.Tensor)]
+        )
+    return gm.meta["fxonnx.fake_mode"]
+
+
+def infer_meta(node: fx.Node) -> None:
+    """Fill ``node.meta["val"]`` by running its op on its inputs' FakeTensors."""
+
+    def fake(a: Any) -> Any:
+        return a.meta["val"] if isinstance(a, fx.Node) else a
+
+    args = fx.node.map_arg(node.args, fake)
+    kwargs = fx.node.map_arg(node.kwargs, fake)
+    if node.target is operator.getitem:
+        node.meta["val"] = args[0][args[1]]
+        return
+    mode = fake_mode(node.graph.owning_module)
+    if mode is None:
+        node.meta["val"] = node.target(*args, **kwargs)
+        return
+    with mode:
+        node.meta["val"] = node.target(*args, **kwargs)
+
+
+def call(graph: fx.Graph, target: Target, args: tuple, kwargs: dict | None = None) -> fx.Node:
+    """Create a call_function node (at the graph's insert point) with its meta["val"]."""
+    node = graph.call_function(target, args, kwargs or {})
+    infer_meta(node)
+    return node
+
+
+def replace(node: fx.Node, new: fx.Node) -> None:
+    """Reroute every user of ``node`` to ``new`` and erase ``node`` when nothing uses it."""
+    node.replace_all_uses_with(new)
+    if not node.users:
+        node.graph.erase_node(node)
+
+
+def erase_dead(node: fx.Node) -> None:
+    """Erase ``node`` if unused, then every producer that only it used (never placeholders)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.op != "call_function" or n.users or n._erased:
+            continue
+        inputs = n.all_input_nodes
+        n.graph.erase_node(n)
+        stack.extend(inputs)
+
+
+# -- state placeholders ------------------------------------------------------------------------
+
+
+def placeholder_specs(captured: Captured) -> dict[fx.Node, TensorSpec]:
+    nodes = [n for n in captured.gm.graph.nodes if n.op == "placeholder"]
+    return dict(zip(nodes, captured.inputs, strict=True))
+
+
+def state_of(captured: Captured, node: Any) -> torch.Tensor | None:
+    """The value of a parameter/buffer/constant placeholder or get_attr tensor, else None."""
+    if not isinstance(node, fx.Node):
+        return None
+    if node.op == "get_attr":
+        value = getattr(captured.gm, node.target, None)
+        return value if isinstance(value, torch.Tensor) else None
+    if node.op != "placeholder":
+        return None
+    spec = placeholder_specs(captured).get(node)
+    if spec is None or spec.kind == "input":
+        return None
+    return captured.state[spec.name]
+
+
+def add_constant(captured: Captured, tensor: torch.Tensor, hint: str) -> fx.Node:
+    """A new ``constant`` placeholder (after the state inputs, before the user inputs) holding
+    ``tensor`` in ``captured.state``; the exporter makes it an initializer."""
+    graph = captured.gm.graph
+    taken = set(captured.state) | {s.name for s in captured.inputs}
+    taken |= {n.name for n in graph.nodes}
+    name, i = hint, 0
+    while name in taken:
+        i += 1
+        name = f"{hint}_{i}"
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    n_state = sum(1 for s in captured.inputs if s.kind != "input")
+    anchor = placeholders[n_state] if n_state < len(placeholders) else None
+    if anchor is not None:
+        with graph.inserting_before(anchor):
+            node = graph.placeholder(name)
+    else:
+        first = next(iter(graph.nodes), None)
+        with graph.inserting_before(first) if first is not None else _nullctx():
+            node = graph.placeholder(name)
+    assert node.name == name, (node.name, name)
+    tensor = tensor.detach()
+    mode = fake_mode(captured.gm)
+    node.meta["val"] = mode.from_tensor(tensor, static_shapes=True) if mode else tensor
+    spec = TensorSpec(name, "constant", tuple(tensor.shape), tensor.dtype)
+    inputs = list(captured.inputs)
+    inputs.insert(n_state, spec)
+    captured.inputs = tuple(inputs)
+    captured.state[name] = tensor
+    return node
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def remove_unused_state(captured: Captured) -> list[str]:
+    """Drop parameter/buffer/constant placeholders that nothing uses (and their state)."""
+    removed = []
+    specs = placeholder_specs(captured)
+    keep = []
+    for node, spec in specs.items():
+        if spec.kind != "input" and not node.users:
+            captured.gm.graph.erase_node(node)
+            captured.state.pop(spec.name, None)
+            removed.append(spec.name)
+        else:
+            keep.append(spec)
+    if removed:
+        captured.inputs = tuple(keep)
+    return removed
+
+
+def numel(node: fx.Node) -> int:
+    v = val(node)
+    return int(v.numel()) if isinstance(v, torch.Tensor) else 0

@@ -1,0 +1,193 @@
+"""The pass contract, pipelines run to a fixed point, and the registry of passes by name.
+
+A pass rewrites ``ctx.captured`` in place: the graph (``captured.gm``) and, for passes that fold or
+prune weights, the state (``captured.state``) and signature (``captured.inputs``). It returns a
+``PassResult``; a pattern that does not apply is a counted miss (``stats["miss:<reason>"]``), not an
+exception. ``Pass.apply`` checks the contract around ``run``: the same graph module comes back, the
+``modified`` flag agrees with a structural hash taken before and after, the graph lints, and it is
+recompiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import fx
+
+from .._errors import PassError
+from ..capture import Captured
+
+
+@dataclass
+class PassContext:
+    """What a pass may read and write: the Captured (graph, state, signature) and, when known,
+    the example user tensors (flat, in ``captured.user_inputs`` order) for passes that measure
+    their effect on the outputs (structured pruning)."""
+
+    captured: Captured
+    example_inputs: tuple[torch.Tensor, ...] = ()
+
+    @property
+    def gm(self) -> fx.GraphModule:
+        return self.captured.gm
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """One run of one pass: the graph module, whether anything changed, and counters (hits such
+    as ``"folded"`` and misses as ``"miss:<reason>"``; other values, e.g. parameter counts, may be
+    numbers or strings)."""
+
+    gm: fx.GraphModule
+    modified: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass:
+    """Base class: subclasses set ``name`` and implement ``run``. ``once = True`` passes run only
+    in the first round of a pipeline (they are not idempotent, e.g. ratio pruning)."""
+
+    name: ClassVar[str] = ""
+    once: ClassVar[bool] = False
+
+    def run(self, ctx: PassContext) -> PassResult:
+        raise NotImplementedError
+
+    def apply(self, ctx: PassContext) -> PassResult:
+        gm = ctx.gm
+        before = structural_hash(ctx.captured)
+        result = self.run(ctx)
+        if result.gm is not gm or ctx.gm is not gm:
+            raise PassError(f"pass {self.name!r} returned a different graph module")
+        changed = structural_hash(ctx.captured) != before
+        if changed != result.modified:
+            raise PassError(
+                f"pass {self.name!r} reported modified={result.modified} but the graph "
+                f"{'changed' if changed else 'did not change'}"
+            )
+        try:
+            gm.graph.lint()
+        except Exception as e:
+            raise PassError(f"pass {self.name!r} left an invalid graph: {e}") from e
+        gm.recompile()
+        return result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def structural_hash(captured: Captured) -> str:
+    """A digest of the graph (ops, targets, arguments by node name) and of the state (names and
+    tensor identities), so any rewrite of either changes it."""
+    h = hashlib.sha1()
+    for node in captured.gm.graph.nodes:
+        h.update(f"{node.op}|{node.name}|{node.target}|{node.args!r}|{node.kwargs!r}\n".encode())
+    for spec in captured.inputs:
+        h.update(f"{spec.name}:{spec.kind};".encode())
+    for name, t in sorted(captured.state.items()):
+        h.update(f"{name}:{id(t)};".encode())
+    return h.hexdigest()
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make a pass available by its ``name``. Duplicate names are errors."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"pass {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a pass (tests register throwaway passes)."""
+    _REGISTRY.pop(name, None)
+
+
+def available_passes() -> list[str]:
+    """Every registered pass name, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_pass(name: str, **options: Any) -> Pass:
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise PassError(f"unknown pass {name!r}", hint=f"choose from {available_passes()}")
+    return cls(**options)
+
+
+# -- pipeline ----------------------------------------------------------------------------------
+
+
+class Pipeline:
+    """Passes run in order, the whole list repeated until no pass modifies the graph or
+    ``max_rounds`` is reached. ``after_each(pass, ran)`` (optional) is called after every pass
+    that modified the graph, with the names of the passes that ran before it."""
+
+    def __init__(self, passes: Sequence[Pass], max_rounds: int = 3) -> None:
+        self.passes = list(passes)
+        self.max_rounds = max_rounds
+
+    def run(self, ctx: PassContext, after_each: Any = None) -> list[dict[str, Any]]:
+        """Returns one dict per pass: name, rounds it ran, modified, summed stats, time in ms."""
+        records = {p.name: _Record(p.name) for p in self.passes}
+        ran: list[str] = []
+        for round_ in range(self.max_rounds):
+            any_change = False
+            for p in self.passes:
+                if p.once and round_ > 0:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    result = p.apply(ctx)
+                except PassError:
+                    raise
+                except Exception as e:
+                    raise PassError(
+                        f"pass {p.name!r} failed: {type(e).__name__}: {e}"
+                        + (f" (after passes {ran})" if ran else "")
+                    ) from e
+                rec = records[p.name]
+                rec.ms += (time.perf_counter() - t0) * 1e3
+                rec.rounds += 1
+                rec.modified |= result.modified
+                for k, v in result.stats.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        rec.stats[k] = rec.stats.get(k, 0) + v
+                    else:
+                        rec.stats[k] = v
+                if result.modified and after_each is not None:
+                    after_each(p, list(ran))
+                ran.append(p.name)
+                any_change |= result.modified
+            if not any_change:
+                break
+        return [r.to_dict() for r in records.values()]
+
+
+@dataclass
+class _Record:
+    name: str
+    rounds: int = 0
+    modified: bool = False
+    ms: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rounds": self.rounds,
+            "modified": self.modified,
+            "ms": round(self.ms, 3),
+            "stats": dict(sorted(self.stats.items())),
+        }

@@ -1,0 +1,79 @@
+"""Constant folding: a subgraph whose inputs are all parameters, buffers or constants is
+evaluated once in torch and its result becomes a new constant (a ``constant`` placeholder in
+``captured.state``), as long as the result is no larger than ``max(limit, size of its inputs)``
+so that folding never blows weights up (``expand`` of a bias to a batch, an outer product)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+from torch import fx
+
+from ._graph import add_constant, state_of
+from ._infra import Pass, PassContext, PassResult, register
+from .cse import is_deterministic
+
+DEFAULT_LIMIT = 4096  # elements; a result this small is always worth a constant
+
+
+@register
+class FoldConstants(Pass):
+    """Replace maximal constant subgraphs by their value. Misses: ``too_large`` (the result is
+    bigger than the limit and than its inputs together), ``nondeterministic``, ``not_a_tensor``
+    (a constant int/shape result stays a node)."""
+
+    name = "const_fold"
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        self.limit = limit
+
+    def run(self, ctx: PassContext) -> PassResult:
+        stats: Counter[str] = Counter()
+        captured = ctx.captured
+        values: dict[fx.Node, Any] = {}
+        cone: dict[fx.Node, dict[str, int]] = {}  # state leaves (name -> numel) a value reads
+        for node in captured.gm.graph.nodes:
+            if node.op in ("placeholder", "get_attr"):
+                t = state_of(captured, node)
+                if t is not None:
+                    values[node] = t
+                    cone[node] = {node.name: t.numel()}
+                continue
+            if node.op != "call_function":
+                continue
+            inputs = node.all_input_nodes
+            if not inputs or not all(n in values for n in inputs):
+                continue
+            if not is_deterministic(node.target):
+                stats["miss:nondeterministic"] += 1
+                continue
+            args = fx.node.map_arg(node.args, values.__getitem__)
+            kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
+            with torch.no_grad():
+                values[node] = node.target(*args, **kwargs)
+            cone[node] = {k: v for n in inputs for k, v in cone[n].items()}
+        storages = {t.untyped_storage().data_ptr() for t in captured.state.values()}
+        rejected: set[fx.Node] = set()  # constant nodes that stay nodes (too large, not tensors)
+        for node, value in reversed(values.items()):  # users before producers
+            if node.op != "call_function":
+                continue
+            if node.users and all(u in values and u not in rejected for u in node.users):
+                continue  # interior of a constant subgraph that gets folded further down
+            if not isinstance(value, torch.Tensor):
+                stats["miss:not_a_tensor"] += 1
+                rejected.add(node)
+                continue
+            if value.numel() > max(self.limit, sum(cone[node].values())):
+                stats["miss:too_large"] += 1
+                rejected.add(node)
+                continue
+            if value.untyped_storage().data_ptr() in storages:  # a view of a weight: copy it
+                value = value.clone()
+            const = add_constant(captured, value.contiguous(), f"folded_{node.name}")
+            node.replace_all_uses_with(const)
+            stats["folded"] += 1
+        if stats["folded"]:
+            captured.gm.graph.eliminate_dead_code()
+        return PassResult(ctx.gm, modified=stats["folded"] > 0, stats=dict(stats))

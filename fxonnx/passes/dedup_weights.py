@@ -1,0 +1,48 @@
+"""Duplicate-weight dedup: parameters, buffers and constants with bit-identical values (same
+dtype, shape and bytes) become one input; the others' placeholders and state are dropped."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import fx
+
+from ._graph import placeholder_specs, remove_unused_state
+from ._infra import Pass, PassContext, PassResult, register
+
+
+@register
+class DedupWeights(Pass):
+    """Reroute the users of a state tensor equal to an earlier one to the earlier one. Misses:
+    ``near_duplicate`` (same shape and dtype, close but not bit-identical: not merged)."""
+
+    name = "dedup_weights"
+
+    def run(self, ctx: PassContext) -> PassResult:
+        stats: Counter[str] = Counter()
+        captured = ctx.captured
+        groups: dict[tuple, list[tuple[fx.Node, torch.Tensor]]] = {}
+        for node, spec in placeholder_specs(captured).items():
+            if spec.kind == "input" or not node.users:
+                continue
+            t = captured.state[spec.name]
+            key = (t.dtype, tuple(t.shape), t.device)
+            match = None
+            head = t.flatten()[:64]
+            for first, ft in groups.get(key, []):
+                fh = ft.flatten()[:64]
+                if torch.equal(fh, head) and torch.equal(ft, t):
+                    match = first
+                    break
+                close = t.dtype.is_floating_point and torch.allclose(fh, head)
+                if close and torch.allclose(ft, t):
+                    stats["miss:near_duplicate"] += 1
+            if match is None:
+                groups.setdefault(key, []).append((node, t))
+                continue
+            node.replace_all_uses_with(match)
+            stats["merged"] += 1
+        if stats["merged"]:
+            remove_unused_state(captured)
+        return PassResult(ctx.gm, modified=stats["merged"] > 0, stats=dict(stats))

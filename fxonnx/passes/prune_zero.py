@@ -1,0 +1,61 @@
+"""Lossless channel pruning: conv/linear output channels whose weights and bias are exactly zero
+produce zeros, which a zero-keeping activation (f(0) = 0) leaves at zero, so they contribute
+nothing downstream. They are removed from the layer and from the consumer's input channels."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from ._channels import PLAIN_CONVS, ZERO_KEEPING, keep_channels, match_chain
+from ._graph import is_call, state_of
+from ._infra import Pass, PassContext, PassResult, register
+
+aten = torch.ops.aten
+
+
+@register
+class PruneZeroChannels(Pass):
+    """Misses (only for layers that have zero channels): ``norm_between`` (a batch norm turns
+    zeros into its shift), ``act_nonzero_at_zero`` (sigmoid(0) = 0.5), ``all_zero`` (one channel
+    is kept), ``bias_not_state``, and the chain misses of ``_channels.match_chain``."""
+
+    name = "prune_zero"
+
+    def run(self, ctx: PassContext) -> PassResult:
+        stats: Counter[str] = Counter()
+        for node in list(ctx.gm.graph.nodes):
+            if node._erased or not is_call(node, aten.linear.default, *PLAIN_CONVS):
+                continue
+            w = state_of(ctx.captured, node.args[1])
+            if w is None or w.dim() < 2:
+                continue
+            zero = (w.flatten(1) == 0).all(1)
+            bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+            if bias is not None:
+                b = state_of(ctx.captured, bias)
+                if b is None:
+                    stats["miss:bias_not_state"] += 1
+                    continue
+                zero &= b == 0
+            if not bool(zero.any()):
+                continue
+            chain = match_chain(ctx, node)
+            if isinstance(chain, str):
+                stats["miss:" + chain] += 1
+                continue
+            if chain.norm is not None:
+                stats["miss:norm_between"] += 1
+                continue
+            if chain.act is not None and chain.act.target not in ZERO_KEEPING:
+                stats["miss:act_nonzero_at_zero"] += 1
+                continue
+            if bool(zero.all()):
+                zero[0] = False
+                stats["miss:all_zero"] += 1
+            keep = torch.nonzero(~zero).flatten()
+            keep_channels(ctx, chain, keep)
+            stats["layers"] += 1
+            stats["channels_removed"] += int(zero.sum())
+        return PassResult(ctx.gm, modified=stats["layers"] > 0, stats=dict(stats))

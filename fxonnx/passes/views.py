@@ -1,0 +1,77 @@
+"""Collapse chains of view-like ops (view, reshape, flatten, unflatten, squeeze, unsqueeze) into
+one reshape of the chain's source to the chain's final shape."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import fx
+
+from ._graph import call, is_call, val
+from ._infra import Pass, PassContext, PassResult, register
+
+aten = torch.ops.aten
+
+VIEWS = (
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.flatten.using_ints,
+    aten.unflatten.int,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.squeeze.default,
+    aten.unsqueeze.default,
+)
+
+
+def target_shape(ctx: PassContext, node: fx.Node) -> list | str:
+    """The node's output shape as reshape arguments: ints, with -1 for the one dynamic (batch)
+    dim; a view/reshape with several dynamic dims keeps its own (symbolic) size arguments."""
+    v = val(node)
+    if not isinstance(v, torch.Tensor):
+        return "no_metadata"
+    dims = [ctx.captured.batch.dim_of(int(d)) for d in v.shape]
+    dynamic = [i for i, d in enumerate(dims) if isinstance(d, str)]
+    if 0 in dims:
+        return "zero_sized"
+    if len(dynamic) <= 1:
+        return [-1 if isinstance(d, str) else d for d in dims]
+    if node.target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default):
+        return list(node.args[1])
+    return "several_dynamic_dims"
+
+
+@register
+class CollapseViews(Pass):
+    """``view(view(x, a), b)`` -> ``reshape(x, b)`` for any pair of view-like ops. Misses:
+    ``inner_has_other_users`` (the first view stays, nothing saved), ``several_dynamic_dims``,
+    ``zero_sized`` (-1 would be ambiguous), ``no_metadata``."""
+
+    name = "views"
+
+    def run(self, ctx: PassContext) -> PassResult:
+        stats: Counter[str] = Counter()
+        graph = ctx.gm.graph
+        for node in list(graph.nodes):
+            if node.graph is not graph or not is_call(node, *VIEWS):
+                continue
+            inner = node.args[0]
+            if not is_call(inner, *VIEWS):
+                continue
+            if len(inner.users) > 1:
+                stats["miss:inner_has_other_users"] += 1
+                continue
+            shape = target_shape(ctx, node)
+            if isinstance(shape, str):
+                stats["miss:" + shape] += 1
+                continue
+            with graph.inserting_before(node):
+                new = call(graph, aten.reshape.default, (inner.args[0], shape))
+            new.meta = {**node.meta, "val": new.meta["val"]}
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+            graph.erase_node(inner)
+            stats["collapsed"] += 1
+        return PassResult(ctx.gm, modified=stats["collapsed"] > 0, stats=dict(stats))
