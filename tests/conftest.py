@@ -33,10 +33,12 @@ def assert_onnx_matches(
     check: bool = True,
 ) -> onnx.ModelProto:
     """Capture at ``batches[0]``, lower, then run onnxruntime at every batch size and compare each
-    output with eager (fp32: rtol 1e-4, atol 1e-5). Returns the ONNX model for further checks."""
+    output with eager (fp32: rtol 1e-4, atol 1e-5). With ``dynamic`` the batch must really have
+    stayed dynamic. Returns the ONNX model for further checks."""
     module = module.eval()
     example = make_inputs(batches[0])
     captured = capture(module, example, batch_dims=batch_dims, dynamic=dynamic)
+    assert captured.batch.dynamic == dynamic, f"batch is static: {captured.batch.reason}"
     model = lower(captured)
     if check:
         onnx.checker.check_model(model, full_check=True)

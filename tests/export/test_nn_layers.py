@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import onnx
 import pytest
 import torch
 from torch import nn
@@ -13,19 +12,6 @@ from torch import nn
 from fxonnx._errors import ExportError, UnsupportedOpError
 from fxonnx.capture import capture
 from fxonnx.export import lower
-
-
-@pytest.fixture
-def onnx_matches(onnx_matches: Callable) -> Callable:
-    """The shared comparison, also asserting that the batch stayed dynamic."""
-
-    def run(*args: object, **kwargs: object) -> onnx.ModelProto:
-        model = onnx_matches(*args, **kwargs)
-        props = {p.key: p.value for p in model.metadata_props}
-        assert props["fxonnx.batch"] == "dynamic"
-        return model
-
-    return run
 
 
 def _bn(layer: nn.Module) -> nn.Module:

@@ -18,19 +18,6 @@ from fxonnx.capture import capture
 from fxonnx.export import lower
 
 
-@pytest.fixture
-def onnx_matches(onnx_matches: Callable) -> Callable:
-    """The shared comparison, also asserting that the batch stayed dynamic."""
-
-    def run(*args: object, **kwargs: object) -> onnx.ModelProto:
-        model = onnx_matches(*args, **kwargs)
-        props = {p.key: p.value for p in model.metadata_props}
-        assert props["fxonnx.batch"] == "dynamic"
-        return model
-
-    return run
-
-
 class Fn(nn.Module):
     def __init__(self, fn: Callable) -> None:
         super().__init__()
