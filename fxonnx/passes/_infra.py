@@ -139,7 +139,9 @@ class Pipeline:
         self.max_rounds = max_rounds
 
     def run(self, ctx: PassContext, after_each: Any = None) -> list[dict[str, Any]]:
-        """Returns one dict per pass: name, rounds it ran, modified, summed stats, time in ms."""
+        """Returns one dict per pass: name, rounds it ran, modified, time in ms and stats: hits
+        summed over the rounds, misses (``miss:*``) as counted in the pass's last round (what is
+        left at the fixed point)."""
         records = {p.name: _Record(p.name) for p in self.passes}
         ran: list[str] = []
         for round_ in range(self.max_rounds):
@@ -161,7 +163,10 @@ class Pipeline:
                 rec.ms += (time.perf_counter() - t0) * 1e3
                 rec.rounds += 1
                 rec.modified |= result.modified
+                rec.misses = {k: v for k, v in result.stats.items() if k.startswith("miss:")}
                 for k, v in result.stats.items():
+                    if k.startswith("miss:"):
+                        continue
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
                         rec.stats[k] = rec.stats.get(k, 0) + v
                     else:
@@ -182,6 +187,7 @@ class _Record:
     modified: bool = False
     ms: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    misses: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,5 +195,5 @@ class _Record:
             "rounds": self.rounds,
             "modified": self.modified,
             "ms": round(self.ms, 3),
-            "stats": dict(sorted(self.stats.items())),
+            "stats": dict(sorted({**self.stats, **self.misses}.items())),
         }

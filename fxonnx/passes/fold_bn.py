@@ -33,6 +33,11 @@ CONVS: dict[Any, tuple[int | None, int, bool]] = {
 }
 _GROUP_DEFAULT = 1
 BATCH_NORMS = (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default)
+TRAINING_NORMS = (
+    aten._native_batch_norm_legit_functional.default,
+    aten._native_batch_norm_legit.default,
+    aten._native_batch_norm_legit.no_stats,
+)
 
 
 def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
@@ -43,8 +48,14 @@ def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
 
 def _bn_parts(bn: fx.Node) -> tuple[fx.Node, Any, Any, Any, Any, float] | str:
     """(input, gamma, beta, mean, var, eps) of an eval-mode batch norm, or a miss reason."""
+    if bn.target == aten._native_batch_norm_legit.no_stats:
+        return "no_running_stats"  # track_running_stats=False: batch statistics, even in eval
+    if bn.target in TRAINING_NORMS:
+        return "training_mode"
     if bn.target == aten.batch_norm.default:
         x, gamma, beta, mean, var, training, _momentum, eps = bn.args[:8]
+        if mean is None or var is None:
+            return "no_running_stats"
         if training:
             return "training_mode"
     else:
@@ -77,7 +88,7 @@ class FoldBatchNorm(Pass):
     def run(self, ctx: PassContext) -> PassResult:
         stats: Counter[str] = Counter()
         graph = ctx.gm.graph
-        for bn in [n for n in graph.nodes if is_call(n, *BATCH_NORMS)]:
+        for bn in [n for n in graph.nodes if is_call(n, *BATCH_NORMS, *TRAINING_NORMS)]:
             parts = _bn_parts(bn)
             if isinstance(parts, str):
                 stats["miss:" + parts] += 1

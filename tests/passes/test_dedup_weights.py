@@ -1,0 +1,33 @@
+"""dedup_weights: bit-identical state tensors become one initializer."""
+
+from __future__ import annotations
+
+import torch
+from pass_helpers import assert_outputs_match, optimize, randn
+from torch import nn
+
+from fxonnx.export import lower
+
+
+class Twins(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.c = nn.Linear(8, 8)
+        with torch.no_grad():
+            self.b.weight.copy_(self.a.weight)
+            self.b.bias.copy_(self.a.bias)
+            self.c.weight.copy_(self.a.weight + 1e-9)  # close, not equal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(x).relu() + self.c(x)
+
+
+def test_dedup_fires_and_holds_back_on_near_duplicates() -> None:
+    model, make = Twins(), randn(8)
+    before, after, stats = optimize(model, make, ["dedup_weights"])
+    assert stats["dedup_weights"] == {"merged": 2, "miss:near_duplicate": 1}
+    assert {s.name for s in after.state_inputs} == {"a.weight", "a.bias", "c.weight", "c.bias"}
+    assert len(lower(after).graph.initializer) == 4
+    assert_outputs_match(model, after, make)
