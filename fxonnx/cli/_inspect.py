@@ -1,4 +1,5 @@
-"""``fxonnx inspect``: what is in an ONNX file (I/O, ops, parameters, FLOPs, metadata)."""
+"""``fxonnx inspect``: what is in an ONNX file (I/O, ops, parameters, FLOPs, metadata) or a
+bundle directory (its manifest, too)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ EPILOG = """examples:
   fxonnx inspect resnet18.onnx
   fxonnx inspect resnet18.onnx --json | jq .flops_batch1
   fxonnx inspect model.onnx --batch 8      # FLOPs at batch 8
+  fxonnx inspect mlp-bundle                # a bundle: manifest, signature, verdict, files
 """
 
 
@@ -23,13 +25,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     p = sub.add_parser(
         "inspect",
         parents=[common],
-        help="describe an ONNX file",
+        help="describe an ONNX file or a bundle",
         description="Inputs/outputs (named dims are dynamic), op histogram, parameter count "
-        "and size, estimated FLOPs of Conv/Gemm/MatMul, opset, producer and metadata.",
+        "and size, estimated FLOPs of Conv/Gemm/MatMul, opset, producer and metadata. For a "
+        "bundle directory: its manifest (versions, signature, batch, passes, the verification "
+        "verdict stored at export, files) and graph statistics. Needs no torch.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="FILE.onnx")
+    p.add_argument("path", metavar="FILE.onnx|DIR")
     p.add_argument("--batch", type=int, default=1, help="value of dynamic dims for FLOPs (1)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     return p
@@ -50,6 +54,11 @@ def load_onnx(path: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if Path(args.path).is_dir():
+        from ._bundles import bundle_dir
+        from ._inspect_bundle import run_bundle
+
+        return run_bundle(bundle_dir(args.path), as_json=args.json)
     model = load_onnx(args.path)
     s = _stats.summary(model)
     if args.batch != 1:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 from .._errors import FxonnxError, InputError, UnsupportedOpError
 from .._version import __version__
-from . import _bench, _export, _inspect, _models, _verify
+from . import _bench, _export, _inspect, _models, _run, _verify
 from ._common import EXIT_FAILED, EXIT_USAGE, UsageError
 
 _COMMANDS: tuple[tuple[str, Callable, Callable], ...] = (
@@ -26,6 +26,7 @@ _COMMANDS: tuple[tuple[str, Callable, Callable], ...] = (
     ("verify", _verify.add_parser, _verify.run),
     ("bench", _bench.add_parser, _bench.run),
     ("inspect", _inspect.add_parser, _inspect.run),
+    ("run", _run.add_parser, _run.run),
     ("models", _models.add_parser, _models.run),
 )
 
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  fxonnx models\n  fxonnx export resnet18 -o resnet18.onnx\n"
         "  fxonnx verify resnet18.onnx --model resnet18\n  fxonnx bench mlp --batch 1,16\n"
-        "  fxonnx inspect resnet18.onnx\n\n"
+        "  fxonnx inspect resnet18.onnx\n"
+        "  fxonnx export mlp --bundle mlp-bundle && fxonnx verify mlp-bundle\n"
+        "  fxonnx run mlp-bundle --input x.npy -o y.npy\n\n"
         "exit codes: 0 ok, 1 verification/benchmark/export failure, 2 usage error",
     )
     parser.add_argument("--version", action="version", version=f"fxonnx {__version__}")
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             hint = e.hint or (None if args.debug else _DEBUG_HINT)
             if hint:  # the API's keyword arguments, as the CLI spells them
                 hint = re.sub(r"provider='(\w+)'", r"--provider \1", hint)
+                hint = hint.replace("overwrite=True", "--overwrite")
+                hint = hint.replace("verify_hashes=False", "--no-verify-hashes")
             if isinstance(e, UnsupportedOpError):
                 hint = "rewrite those lines with supported ops, or pass --fallback torch.onnx"
             _error(e.message, hint, full=bool(args.verbose or args.debug))

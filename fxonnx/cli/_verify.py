@@ -1,4 +1,5 @@
-"""``fxonnx verify``: compare a model (or an ONNX file) with eager PyTorch, as a table."""
+"""``fxonnx verify``: compare a model (or an ONNX file, or a bundle) with eager PyTorch, as a
+table."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ EPILOG = """examples:
   fxonnx verify resnet18.onnx --model resnet18   # compare a file with its PyTorch model
   fxonnx verify model.onnx                       # checker + a smoke run on random inputs
   fxonnx verify mlp --json
+  fxonnx verify mlp-bundle                       # hashes, schema, stored verdict, smoke run
+  fxonnx verify mlp-bundle --model mlp           # ... and outputs against eager
 
 exit code 1 when any check fails.
 """
@@ -30,12 +33,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
         description="Compare the outputs of an exported model with eager PyTorch, at the "
         "example batch and a second batch size when the batch is dynamic. For a .onnx file, "
         "--model names the PyTorch model to compare with; without it, only onnx.checker and "
-        "a smoke run on random inputs are done.",
+        "a smoke run on random inputs are done. For a bundle directory: the manifest against "
+        "its schema, every file's SHA-256, the verdict stored at export, onnx.checker and a "
+        "smoke run (no torch needed), plus eager comparison with --model.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", metavar="MODEL|FILE.onnx")
-    p.add_argument("--model", metavar="MODEL", help="the PyTorch model behind FILE.onnx")
+    p.add_argument("target", metavar="MODEL|FILE.onnx|DIR")
+    p.add_argument("--model", metavar="MODEL", help="the PyTorch model behind FILE.onnx or DIR")
     add_model_options(p)
     p.add_argument("--static", action="store_true", help="export with every dim fixed")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for MODEL")
@@ -46,7 +51,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.target.endswith(".onnx"):
+    from ._bundles import find_bundle
+
+    bundle = find_bundle(args.target)
+    if bundle is not None:
+        from . import _verify_bundle
+
+        _verify_bundle.check_args(args)
+        result = _verify_bundle.verify_bundle(bundle, args)
+    elif args.target.endswith(".onnx"):
         from . import _verify_onnx
 
         if args.model is None:
@@ -55,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
             result = _verify_onnx.against_model(args.target, args, args.provider)
     else:
         if args.model is not None:
-            raise UsageError("--model goes with a .onnx file", hint="fxonnx verify MODEL")
+            raise UsageError(
+                "--model goes with a .onnx file or a bundle directory", hint="fxonnx verify MODEL"
+            )
         result = _verify_model(args)
     if args.json:
         print_json(result)
@@ -99,28 +114,33 @@ def _print(r: dict[str, Any]) -> None:
             table.add_column(col, justify="right" if "err" in col or "tol" in col else "left")
         for c in r["checks"]:
             mark = "[green]ok[/]" if c["ok"] else "[red]FAIL[/]"
+            numeric = c["kind"] in _NUMERIC
             table.add_row(
                 mark,
-                c["name"],
-                _num(c["max_abs"]),
-                _num(c["max_rel"]),
-                f"{c['rtol']:g}",
-                f"{c['atol']:g}",
-                c["note"],
+                escape(c["name"]),
+                _num(c["max_abs"]) if numeric else "-",
+                _num(c["max_rel"]) if numeric else "-",
+                f"{c['rtol']:g}" if numeric else "-",
+                f"{c['atol']:g}" if numeric else "-",
+                escape(c["note"]),
             )
         con.print(table)
     for note in r.get("notes", []):
         con.print(f"note: {escape(note)}")
     if not r["compared_with_eager"]:
+        usage = "DIR" if r["mode"] == "bundle" else "FILE.onnx"
         con.print(
             "[yellow]could not compare with eager[/]: no PyTorch model given "
-            "(fxonnx verify FILE.onnx --model MODEL)"
+            f"(fxonnx verify {usage} --model MODEL)"
         )
     n_bad = sum(not c["ok"] for c in r["checks"])
     if r["ok"]:
         con.print(f"[green]verification ok[/] ({len(r['checks'])} checks on {r['provider']})")
     else:
         con.print(f"[red]verification FAILED[/]: {n_bad} of {len(r['checks'])} checks")
+
+
+_NUMERIC = ("output", "grad", "directional")  # kinds with errors; the rest are yes/no checks
 
 
 def _num(v: Any) -> str:

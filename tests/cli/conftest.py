@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -46,3 +47,16 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
     assert main(["export", "mlp", "-o", str(out), "--provider", "cpu", "-q"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def mlp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified fxonnx bundle of the zoo mlp; tests that modify it work on a copy."""
+    out = tmp_path_factory.mktemp("bundle") / "mlp-bundle"
+    assert main(["export", "mlp", "--bundle", str(out), "--provider", "cpu", "-q"]) == 0
+    return out
+
+
+@pytest.fixture
+def bundle_copy(mlp_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(mlp_bundle, tmp_path / "copy"))

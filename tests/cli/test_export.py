@@ -17,7 +17,7 @@ from fxonnx.cli import main
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
-    for cmd in ("export", "verify", "bench", "inspect", "models"):
+    for cmd in ("export", "verify", "bench", "inspect", "run", "models"):
         assert cmd in out
 
 
@@ -30,7 +30,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"fxonnx {__version__}"
 
 
-@pytest.mark.parametrize("cmd", ["export", "verify", "bench", "inspect", "models"])
+@pytest.mark.parametrize("cmd", ["export", "verify", "bench", "inspect", "run", "models"])
 def test_help_has_examples(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -45,7 +45,8 @@ def test_export_summary(mlp_onnx: Path, tmp_path: Path, capsys) -> None:
     assert main(["export", "mlp", "-o", str(out), "--provider", "cpu"]) == 0
     text = capsys.readouterr().out
     assert f"wrote {out}" in text
-    assert "2 nodes" in text and "850 parameters" in text
+    # the default passes fold the mlp's two Linear layers (no activation between) into one Gemm
+    assert "1 nodes" in text and "330 parameters" in text
     assert "verified    ok" in text and "x[batch, 10]" in text
     model = onnx.load(out)
     onnx.checker.check_model(model)
@@ -61,7 +62,7 @@ def test_export_static_json(tmp_path: Path, capsys) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["batch"] == "static" and data["ok"] is True and data["verified"] is True
     assert data["inputs"] == [{"name": "x", "shape": [3, 10], "dtype": "float32"}]
-    assert data["parameters"] == 850 and data["nodes"] == 2
+    assert data["parameters"] == 330 and data["nodes"] == 1
     assert data["timings_ms"]["total"] > 0
 
 
@@ -102,11 +103,11 @@ def test_inspect(mlp_onnx: Path, capsys) -> None:
     assert "[batch, 10]" in text and "Gemm" in text and "fxonnx.batch = dynamic" in text
     assert main(["inspect", str(mlp_onnx), "--json", "--batch", "4"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["ops"] == {"Gemm": 2}
-    assert data["parameters"] == 850 and data["parameter_bytes"] == 850 * 4
-    # Linear 10->20->30: 2 * (10*20 + 20*30) FLOPs per sample
-    assert data["flops_batch1"] == 2 * (10 * 20 + 20 * 30)
-    assert data["flops_batch"] == {"batch": 4, "flops": 4 * 2 * (10 * 20 + 20 * 30)}
+    assert data["ops"] == {"Gemm": 1}  # Linear 10->20->30 folded by the default passes
+    assert data["parameters"] == 330 and data["parameter_bytes"] == 330 * 4
+    # one 10x30 Gemm: 2 * 10 * 30 FLOPs per sample
+    assert data["flops_batch1"] == 2 * 10 * 30
+    assert data["flops_batch"] == {"batch": 4, "flops": 4 * 2 * 10 * 30}
     assert data["inputs"][0]["shape"] == ["batch", 10]
     assert data["opset"]["ai.onnx"] >= 17 and data["producer"].startswith("fxonnx")
 
