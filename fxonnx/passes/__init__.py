@@ -31,10 +31,11 @@ from ._infra import (
     structural_hash,
     unregister,
 )
-from ._run import DEFAULT, copy_captured, resolve, run_passes
+from ._run import DEFAULT, GraphReference, copy_captured, resolve, run_passes
 
 __all__ = [
     "DEFAULT",
+    "GraphReference",
     "Pass",
     "PassContext",
     "PassResult",

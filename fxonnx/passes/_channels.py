@@ -10,7 +10,16 @@ from typing import Any
 import torch
 from torch import fx
 
-from ._graph import add_constant, call, erase_dead, is_call, only_user, state_of, val
+from ._graph import (
+    add_constant,
+    call,
+    erase_dead,
+    is_call,
+    only_user,
+    placeholder_specs,
+    state_of,
+    val,
+)
 from ._infra import PassContext
 
 aten = torch.ops.aten
@@ -36,6 +45,9 @@ ZERO_KEEPING = {
 OTHER_ACTS = {aten.sigmoid.default, aten.softplus.default, aten.hardsigmoid.default}
 
 
+PRUNED = "fxonnx.pruned"  # node.meta key: this layer's output channels were already pruned
+
+
 @dataclass
 class Chain:
     producer: fx.Node
@@ -53,6 +65,27 @@ class Chain:
         return p.args[2] if len(p.args) > 2 else p.kwargs.get("bias")
 
 
+def weight_value(ctx: PassContext, node: Any) -> torch.Tensor | None:
+    """A weight's value: a state tensor, or an ``index_select`` of one (an earlier prune)."""
+    value = state_of(ctx.captured, node)
+    if value is not None or not is_call(node, aten.index_select.default):
+        return value
+    source, index = weight_value(ctx, node.args[0]), state_of(ctx.captured, node.args[2])
+    if source is None or index is None:
+        return None
+    return source.index_select(node.args[1], index)
+
+
+def weight_name(ctx: PassContext, node: Any) -> str | None:
+    """The state name behind a weight (through ``index_select``), e.g. ``"fc1.weight"``."""
+    while is_call(node, aten.index_select.default):
+        node = node.args[0]
+    for n, spec in placeholder_specs(ctx.captured).items():
+        if n is node:
+            return spec.name
+    return None
+
+
 def _plain(node: Any) -> bool:
     if is_call(node, aten.linear.default):
         return True
@@ -66,7 +99,7 @@ def match_chain(ctx: PassContext, producer: fx.Node) -> Chain | str:
     """The chain starting at ``producer`` or why there is none."""
     if not _plain(producer):
         return "grouped_conv"
-    if state_of(ctx.captured, producer.args[1]) is None:
+    if weight_value(ctx, producer.args[1]) is None:
         return "weight_not_state"
     linear = producer.target == aten.linear.default
     node, norm, act = producer, None, None
@@ -84,7 +117,7 @@ def match_chain(ctx: PassContext, producer: fx.Node) -> Chain | str:
     same_kind = is_call(user, aten.linear.default) if linear else is_call(user, *PLAIN_CONVS)
     if not same_kind or user.args[0] is not node or not _plain(user):
         return "consumer_not_simple"
-    if state_of(ctx.captured, user.args[1]) is None:
+    if weight_value(ctx, user.args[1]) is None:
         return "weight_not_state"
     return Chain(producer, norm, act, user)
 
@@ -103,6 +136,7 @@ def keep_channels(ctx: PassContext, chain: Chain, keep: torch.Tensor) -> fx.Node
         args[1], args[2] = sel(chain.weight, 0), sel(chain.bias, 0)
         kwargs = {k: v for k, v in p.kwargs.items() if k != "bias"}
         x = call(graph, p.target, tuple(args), kwargs)
+        x.meta[PRUNED] = True
         if chain.norm is not None:
             n = chain.norm
             stats = [sel(t, 0) for t in n.args[1:5]]

@@ -27,10 +27,12 @@ from ..capture import Captured
 class PassContext:
     """What a pass may read and write: the Captured (graph, state, signature) and, when known,
     the example user tensors (flat, in ``captured.user_inputs`` order) for passes that measure
-    their effect on the outputs (structured pruning)."""
+    their effect on the outputs (structured pruning), and the target ONNX opset for passes whose
+    benefit depends on what the exporter emits (attention fusion)."""
 
     captured: Captured
     example_inputs: tuple[torch.Tensor, ...] = ()
+    opset: int | None = None  # the ONNX opset the graph will be lowered to, when known
 
     @property
     def gm(self) -> fx.GraphModule:
@@ -50,10 +52,13 @@ class PassResult:
 
 class Pass:
     """Base class: subclasses set ``name`` and implement ``run``. ``once = True`` passes run only
-    in the first round of a pipeline (they are not idempotent, e.g. ratio pruning)."""
+    in the first round of a pipeline (they are not idempotent, e.g. ratio pruning); ``lossy =
+    True`` passes change the outputs on purpose, so per-pass verification re-bases its reference
+    after them instead of failing."""
 
     name: ClassVar[str] = ""
     once: ClassVar[bool] = False
+    lossy: ClassVar[bool] = False
 
     def run(self, ctx: PassContext) -> PassResult:
         raise NotImplementedError

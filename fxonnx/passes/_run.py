@@ -70,6 +70,7 @@ def run_passes(
     example_inputs: Sequence[torch.Tensor] = (),
     prune: float | dict[str, float] | None = None,
     max_rounds: int = 3,
+    opset: int | None = None,
 ) -> tuple[Captured, list[dict[str, Any]]]:
     """Optimize a copy of ``captured``; returns it with one stats dict per pass.
 
@@ -78,7 +79,8 @@ def run_passes(
     remove by L1 norm (adds the ``prune`` pass first, while layers still carry their names). ``verify_each``: after every
     pass that changed the graph, run it in torch on ``example_inputs`` (flat user tensors) and
     compare with the unoptimized graph; a mismatch raises PassError naming the pass, the passes
-    before it, and the first node whose value diverges.
+    before it, and the first node whose value diverges. ``opset``: the ONNX opset the result
+    will be lowered to (passes that only pay off with a newer op check it).
     """
     chosen = resolve(passes, skip)
     if prune:
@@ -87,16 +89,20 @@ def run_passes(
         chosen.insert(0, PruneChannels(prune))
     if verify_each and not example_inputs:
         raise PassError("verify_each needs example_inputs (the flat user tensors)")
-    original = captured
     work = copy_captured(captured)
-    ctx = PassContext(work, tuple(example_inputs))
+    ctx = PassContext(work, tuple(example_inputs), opset)
     after_each = None
     if verify_each:
         with torch.no_grad():
-            reference = original.run_torch(*example_inputs)
+            base = [captured, captured.run_torch(*example_inputs)]  # graph and its outputs
 
         def after_each(p: Pass, before: list[str]) -> None:
-            _check(original, work, reference, p, before, ctx.example_inputs)
+            if p.lossy:  # later passes must preserve what the lossy pass produced
+                snapshot = copy_captured(work)
+                with torch.no_grad():
+                    base[:] = [snapshot, snapshot.run_torch(*example_inputs)]
+                return
+            _check(base[0], work, base[1], p, before, ctx.example_inputs)
 
     stats = Pipeline(chosen, max_rounds=max_rounds).run(ctx, after_each)
     return work, stats
@@ -161,3 +167,23 @@ def _node_values(captured: Captured, inputs: tuple[torch.Tensor, ...]) -> dict[s
     args = [captured.state[s.name] for s in captured.state_inputs] + list(inputs)
     Recorder(captured.gm).run(*args)
     return values
+
+
+class GraphReference(torch.nn.Module):
+    """The optimized graph run in torch, called like the eager model: what a lossy pipeline
+    (``prune=``) is verified against, since eager is no longer the reference."""
+
+    def __init__(self, captured: Captured) -> None:
+        super().__init__()
+        self.captured = captured
+
+    def forward(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        from ..capture import ConstantLeaf
+
+        leaves = torch.utils._pytree.tree_leaves((tuple(args), dict(kwargs)))
+        tensors = [
+            leaf
+            for leaf, want in zip(leaves, self.captured.leaves, strict=True)
+            if not isinstance(want, ConstantLeaf)
+        ]
+        return self.captured.run_torch(*tensors)

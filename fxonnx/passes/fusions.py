@@ -4,6 +4,10 @@ lowers to one compact ONNX form:
     0.5 * x * (1 + erf(x / sqrt(2)))                               -> gelu(x)
     0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3)))      -> gelu(x, approximate="tanh")
     softmax(q @ k.transpose(-2, -1) * s, -1) @ v                   -> scaled_dot_product_attention
+
+Attention is fused only when the exporter turns it into ONNX's single ``Attention`` op (opset 23,
+[B, H, L, E] inputs): below that the exporter writes it out as the same MatMul/Softmax/MatMul
+chain plus a scale, so fusing would not make the model smaller.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ def _scores(node: fx.Node) -> tuple[fx.Node, float | None] | None:
 class FuseAttention(Pass):
     """Misses: ``softmax_not_last_dim``, ``no_kt`` (the key is not transposed in its last two
     dims), ``scores_have_other_users``, ``rank_or_dtype`` (q, k, v of different ranks or dtypes,
-    or below 3-D), ``no_lowering`` (the exporter has no scaled_dot_product_attention rule yet)."""
+    or not 4-D), ``no_attention_op`` (the target opset is below 23 or unknown: the exporter would
+    decompose it again), ``no_lowering`` (the exporter has no scaled_dot_product_attention rule)."""
 
     name = "fuse_attention"
 
@@ -132,8 +137,11 @@ class FuseAttention(Pass):
                 stats["miss:scores_have_other_users"] += 1
                 continue
             vals = [val(t) for t in (q, k, v)]
-            if len({t.dim() for t in vals}) != 1 or len({t.dtype for t in vals}) != 1 or rank < 3:
+            if len({t.dim() for t in vals}) != 1 or len({t.dtype for t in vals}) != 1 or rank != 4:
                 stats["miss:rank_or_dtype"] += 1
+                continue
+            if ctx.opset is None or ctx.opset < 23:
+                stats["miss:no_attention_op"] += 1
                 continue
             if not lowerable(aten.scaled_dot_product_attention.default):
                 stats["miss:no_lowering"] += 1

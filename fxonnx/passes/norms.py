@@ -130,11 +130,11 @@ class FuseNorms(Pass):
                 x, mean = centered.args[:2]
                 shape = _last_dims(mean, x)
                 sq = _squared(var.args[0]) if is_call(var, aten.mean.dim) else None
-                if sq is not centered or shape is None or _last_dims(var, centered) != shape:
+                if sq is not centered or shape is None or _last_dims(var, var.args[0]) != shape:
                     return "not_last_dims"
                 return "layer_norm", x, shape, eps, [*inner, centered, mean]
             if is_call(var, aten.mean.dim) and _squared(var.args[0]) is centered:
-                shape = _last_dims(var, centered)
+                shape = _last_dims(var, var.args[0])
                 if shape is None:
                     return "not_last_dims"
                 return "rms_norm", centered, shape, eps, inner

@@ -13,8 +13,17 @@ from typing import Any
 
 import torch
 
-from ._channels import PLAIN_CONVS, flops, keep_channels, match_chain, param_count
-from ._graph import is_call, placeholder_specs, state_of
+from ._channels import (
+    PLAIN_CONVS,
+    PRUNED,
+    flops,
+    keep_channels,
+    match_chain,
+    param_count,
+    weight_name,
+    weight_value,
+)
+from ._graph import is_call
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -30,6 +39,7 @@ class PruneChannels(Pass):
 
     name = "prune"
     once = True
+    lossy = True
 
     def __init__(self, ratio: float | dict[str, float] = 0.0) -> None:
         if isinstance(ratio, (int, float)) and not 0 <= ratio < 1:
@@ -41,36 +51,64 @@ class PruneChannels(Pass):
             return self.ratio.get(layer)
         return float(self.ratio)
 
+    def _prune(self, ctx: PassContext, node: Any) -> str | None:
+        """Prune ``node``'s output channels, or say why not."""
+        why = self._why_not(ctx, node)
+        if why != "ok":
+            return why
+        chain = match_chain(ctx, node)
+        assert not isinstance(chain, str)
+        w = weight_value(ctx, chain.weight)
+        n_out = w.shape[0]
+        n_drop = self._drop(ctx, node, n_out)
+        norms = w.detach().flatten(1).abs().sum(1)
+        keep = torch.argsort(norms, descending=True, stable=True)[: n_out - n_drop]
+        keep_channels(ctx, chain, torch.sort(keep).values)
+        self.done["layers"] += 1
+        self.done["channels_removed"] += n_drop
+        return None
+
+    def _drop(self, ctx: PassContext, node: Any, n_out: int) -> int:
+        share = self._share(self._layer(ctx, node)) or 0.0
+        return min(int(math.floor(share * n_out)), n_out - 1)
+
+    def _layer(self, ctx: PassContext, node: Any) -> str:
+        return (weight_name(ctx, node.args[1]) or node.name).removesuffix(".weight")
+
+    def _why_not(self, ctx: PassContext, node: Any) -> str:
+        if self._share(self._layer(ctx, node)) is None:
+            return "not_listed"
+        chain = match_chain(ctx, node)
+        if isinstance(chain, str):
+            return chain
+        w = weight_value(ctx, chain.weight)
+        if self._drop(ctx, node, w.shape[0]) <= 0:
+            return "nothing_to_remove"
+        return "ok"
+
     def run(self, ctx: PassContext) -> PassResult:
         stats: Counter[str] = Counter()
-        names = {node: spec.name for node, spec in placeholder_specs(ctx.captured).items()}
+        self.done: Counter[str] = Counter()
         params0, flops0 = param_count(ctx), flops(ctx)
         reference = _outputs(ctx)
-        for node in list(ctx.gm.graph.nodes):
-            if node._erased or not is_call(node, aten.linear.default, *PLAIN_CONVS):
-                continue
-            layer = names.get(node.args[1], node.name).removesuffix(".weight")
-            share = self._share(layer)
-            if share is None:
-                stats["miss:not_listed"] += 1
-                continue
-            chain = match_chain(ctx, node)
-            if isinstance(chain, str):
-                stats["miss:" + chain] += 1
-                continue
-            w = state_of(ctx.captured, chain.weight)
-            n_out = w.shape[0]
-            n_drop = min(int(math.floor(share * n_out)), n_out - 1)
-            if n_drop <= 0:
-                stats["miss:nothing_to_remove"] += 1
-                continue
-            norms = w.detach().flatten(1).abs().sum(1)
-            keep = torch.argsort(norms, descending=True, stable=True)[: n_out - n_drop]
-            keep_channels(ctx, chain, torch.sort(keep).values)
-            stats["layers"] += 1
-            stats["channels_removed"] += n_drop
+        progress = True
+        while progress:  # a pruned chain's consumer is a new node: scan again for it
+            progress = False
+            for node in list(ctx.gm.graph.nodes):
+                if node._erased or node.meta.get(PRUNED):
+                    continue
+                if not is_call(node, aten.linear.default, *PLAIN_CONVS):
+                    continue
+                miss = self._prune(ctx, node)
+                if miss is None:
+                    progress = True
+                    break
+        for node in ctx.gm.graph.nodes:  # what is left unpruned, and why
+            if is_call(node, aten.linear.default, *PLAIN_CONVS) and not node.meta.get(PRUNED):
+                stats["miss:" + self._why_not(ctx, node)] += 1
+        stats.update(self.done)
         result: dict[str, Any] = dict(stats)
-        if stats["layers"]:
+        if self.done["layers"]:
             result.update(params_before=params0, params_after=param_count(ctx))
             result.update(flops_before=flops0, flops_after=flops(ctx))
             after = _outputs(ctx)
@@ -78,7 +116,7 @@ class PruneChannels(Pass):
                 dev = max((a - r).abs().max().item() for a, r in zip(after, reference, strict=True))
                 scale = max(r.abs().max().item() for r in reference) or 1.0
                 result.update(max_abs_deviation=dev, max_rel_deviation=dev / scale)
-        return PassResult(ctx.gm, modified=stats["layers"] > 0, stats=result)
+        return PassResult(ctx.gm, modified=self.done["layers"] > 0, stats=result)
 
 
 def _outputs(ctx: PassContext) -> list[torch.Tensor] | None:
