@@ -19,6 +19,7 @@ from ._bench_run import RUNNERS, Measure, measure
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, quiet_torch, stderr
 from ._export import add_provider
 from ._load import load_model
+from ._passes import add_pass_options, pass_options
 
 EPILOG = """examples:
   fxonnx bench mlp
@@ -55,6 +56,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     timing.add_argument("--seconds", type=float, default=None, help="time each runner for S s")
     p.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_pass_options(p)
     return p
 
 
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds is not None and args.seconds <= 0:
         raise UsageError("--seconds must be > 0")
     iters = args.iters if args.iters is not None or args.seconds is not None else 50
+    passes = pass_options(args)
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                             warmup=args.warmup,
                             iters=iters,
                             seconds=args.seconds,
+                            passes=passes,
                         )
                     )
     data = {
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "settings": {
             "batches": batches,
+            "passes": passes,
             "warmup": args.warmup,
             "iters": iters if args.seconds is None else None,
             "seconds": args.seconds,

@@ -80,8 +80,15 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(rank, len(sorted_ms)) - 1]
 
 
-def _setup(name: str, loaded: LoadedModel, state: dict[str, Any], provider: str) -> Callable:
-    """Build the runner (timed as export time); returns a call running one batch."""
+def _setup(
+    name: str,
+    loaded: LoadedModel,
+    state: dict[str, Any],
+    provider: str,
+    passes: dict[str, Any] | None = None,
+) -> Callable:
+    """Build the runner (timed as export time); returns a call running one batch. ``passes``:
+    fxonnx's --passes/--skip/--prune (the competitors get the model as it is)."""
     import torch
     import torch.utils._pytree as pytree
 
@@ -95,7 +102,12 @@ def _setup(name: str, loaded: LoadedModel, state: dict[str, Any], provider: str)
             state["reused"] = True
         else:
             compiled = fx_compile(
-                loaded.module, args, provider=provider, batch_dims=loaded.batch_dims
+                loaded.module,
+                args,
+                provider=provider,
+                batch_dims=loaded.batch_dims,
+                verify=not (passes or {}).get("prune"),  # pruned outputs differ by design
+                **(passes or {}),
             )
             state["fxonnx"] = compiled
         return lambda: compiled.run_flat(args)
@@ -156,6 +168,7 @@ def measure(
     warmup: int,
     iters: int | None,
     seconds: float | None,
+    passes: dict[str, Any] | None = None,
 ) -> Measure:
     """Set up ``name`` and time it; failures of competitors become ``ok=False`` with the error
     (fxonnx failures too: the caller decides the exit code)."""
@@ -163,7 +176,7 @@ def measure(
         state.pop("reused", None)
         with _RssPeak() as setup_rss:
             t0 = time.perf_counter()
-            fn = _setup(name, loaded, state, provider)
+            fn = _setup(name, loaded, state, provider, passes)
             export_ms = (time.perf_counter() - t0) * 1e3
         reused = state.pop("reused", False)
         with _RssPeak() as run_rss:

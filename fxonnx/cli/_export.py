@@ -25,6 +25,7 @@ from ._common import (
     stdout,
 )
 from ._load import LoadedModel, add_model_options, load_model
+from ._passes import add_pass_options, pass_options, summary
 
 EPILOG = """examples:
   fxonnx export resnet18 -o resnet18.onnx
@@ -96,6 +97,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     add_fallback(p)
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with eager")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_pass_options(p)
     return p
 
 
@@ -107,8 +109,10 @@ def compile_loaded(
     static: bool,
     verify: bool,
     fallback: str | None = None,
+    passes: dict[str, Any] | None = None,
 ) -> Any:
-    """``fxonnx.compile`` with the CLI's options (raises VerificationError on a mismatch)."""
+    """``fxonnx.compile`` with the CLI's options (raises VerificationError on a mismatch);
+    ``passes``: --passes/--skip/--prune as ``pass_options`` returns them."""
     from .._compile import compile as fx_compile
     from ..export import DEFAULT_OPSET
 
@@ -123,6 +127,7 @@ def compile_loaded(
         batch_dims=loaded.batch_dims,
         dynamic=not static,
         fallback=fallback,
+        **(passes or {}),
     )
 
 
@@ -173,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"-o {args.output}: directory {out.parent} does not exist")
     model_name = args.model.rsplit(":", 1)[-1] if ":" in args.model else args.model
     bundle = _bundle_target(args, model_name)
+    passes = pass_options(args)
     loaded = load_model(args.model, args.input, args.batch)
     t0 = time.perf_counter()
     try:
@@ -184,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 static=args.static,
                 verify=not args.no_verify,
                 fallback=args.fallback,
+                passes=passes,
             )
     except VerificationError as e:
         if args.json:
@@ -195,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
         raise VerificationError(
             f"{e.message}\n  (nothing was written to {targets})",
             e.report,
-            hint="--no-verify writes anyway",
+            hint="--prune is lossy by design; --no-verify writes anyway"
+            if passes["prune"]
+            else "--no-verify writes anyway",
         ) from e
     t1 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -289,6 +298,8 @@ def _print_summary(r: dict[str, Any], report: Any, *, quiet: bool) -> None:
         f"  graph       {r['nodes']} nodes, {r['op_types']} op types, "
         f"{human(r['parameters'])} parameters, {human(r['flops_batch1'])} FLOPs at batch 1"
     )
+    for i, line in enumerate(summary(report.to_dict()["passes"])):
+        con.print(f"  {'passes' if i == 0 else '':<10}  {escape(line)}")
     con.print(f"  verified    {verdict} on {r['provider']}")
     timings = ", ".join(f"{k} {v:.0f} ms" for k, v in r["timings_ms"].items())
     con.print(f"  timings     {timings}", soft_wrap=True)

@@ -11,6 +11,7 @@ from rich.table import Table
 from . import _stats
 from ._bundles import MANIFEST, model_path, read_manifest, show_shape
 from ._common import EXIT_OK, human, human_bytes, print_json, stdout
+from ._passes import summary
 
 
 def describe(directory: Path) -> dict[str, Any]:
@@ -72,7 +73,8 @@ def run_bundle(directory: Path, *, as_json: bool) -> int:
         f"  graph       {g['nodes']} nodes, {g['op_types']} op types, "
         f"{human(g['parameters'])} parameters, {human(g['flops_batch1'])} FLOPs at batch 1"
     )
-    con.print(f"  passes      {escape(passes_line(m['passes']))}")
+    for i, line in enumerate(summary(m["passes"]) or ["none run"]):
+        con.print(f"  {'passes' if i == 0 else '':<10}  {escape(line)}")
     con.print(f"  verified    {stored_verdict(m)}")
     if m.get("benchmark"):
         bench = ", ".join(f"{k} {v}" for k, v in m["benchmark"].items())
@@ -85,16 +87,6 @@ def run_bundle(directory: Path, *, as_json: bool) -> int:
     con.print(files)
     con.print("  (hashes not checked here: fxonnx verify DIR checks them)")
     return EXIT_OK
-
-
-def passes_line(passes: list[dict[str, Any]]) -> str:
-    """'14 run; changed the graph: linear_chain, dce' from the manifest's pass records."""
-    if not passes:
-        return "none run"
-    changed = [str(p.get("name", "?")) for p in passes if p.get("modified")]
-    return f"{len(passes)} run; " + (
-        f"changed the graph: {', '.join(changed)}" if changed else "none changed the graph"
-    )
 
 
 def stored_verdict(manifest: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 from .._errors import FxonnxError, InputError, UnsupportedOpError
 from .._version import __version__
-from . import _bench, _export, _inspect, _models, _run, _verify
+from . import _bench, _export, _inspect, _models, _passes, _run, _verify
 from ._common import EXIT_FAILED, EXIT_USAGE, UsageError
 
 _COMMANDS: tuple[tuple[str, Callable, Callable], ...] = (
@@ -28,6 +28,7 @@ _COMMANDS: tuple[tuple[str, Callable, Callable], ...] = (
     ("inspect", _inspect.add_parser, _inspect.run),
     ("run", _run.add_parser, _run.run),
     ("models", _models.add_parser, _models.run),
+    ("passes", _passes.add_parser, _passes.run),
 )
 
 

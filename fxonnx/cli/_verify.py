@@ -12,6 +12,7 @@ from rich.table import Table
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, quiet_torch, stdout
 from ._export import add_fallback, add_provider, compile_loaded
 from ._load import add_model_options, load_model
+from ._passes import add_pass_options, given, pass_options
 
 EPILOG = """examples:
   fxonnx verify resnet18                         # export in memory and compare with eager
@@ -47,6 +48,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     add_provider(p)
     add_fallback(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_pass_options(p)
     return p
 
 
@@ -54,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from ._bundles import find_bundle
 
     bundle = find_bundle(args.target)
+    if (bundle is not None or args.target.endswith(".onnx")) and given(args):
+        raise UsageError(
+            f"{given(args)[0]} applies when exporting a MODEL, not to an exported file or bundle",
+            hint="fxonnx verify MODEL --passes ...",
+        )
     if bundle is not None:
         from . import _verify_bundle
 
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
     from ..verify import verify
 
+    passes = pass_options(args)
     loaded = load_model(args.target, args.input, args.batch)
     with quiet_torch(args.verbose):
         compiled = compile_loaded(
@@ -91,6 +99,7 @@ def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
             static=args.static,
             verify=False,
             fallback=args.fallback,
+            passes=passes,
         )
     checked = verify(loaded.module, loaded.args, compiled)
     report = compiled.report.add(checks=checked.checks, notes=checked.notes, stages=checked.stages)
