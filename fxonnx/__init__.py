@@ -29,6 +29,9 @@ _LAZY = {
     "Check": "fxonnx.verify",
     "models": "fxonnx.models",
     "load": "fxonnx.bundle",
+    "check_gradients": "fxonnx.verify._gradients",
+    "export_training": "fxonnx.training",
+    "TrainingSession": "fxonnx.training",
 }
 
 __all__ = [
@@ -41,11 +44,14 @@ __all__ = [
     "PassError",
     "Report",
     "RuntimeSessionError",
+    "TrainingSession",
     "UnsupportedOpError",
     "VerificationError",
     "__version__",
+    "check_gradients",
     "compile",
     "export",
+    "export_training",
     "load",
     "models",
     "verify",

@@ -87,13 +87,16 @@ def export_training(
     lr: float = 0.01,
     opset: int = DEFAULT_OPSET,
     dynamic: bool = True,
+    batch_dims: Any = None,
     **hyper: Any,
 ) -> onnx.ModelProto:
     """Write an ONNX training step for ``model`` under ``loss_fn(model(*inputs), *targets)``.
 
     Graph inputs: every parameter and buffer (by name), with an optimizer its state
     (``momentum_buffer.<p>``, ``exp_avg.<p>``, ``exp_avg_sq.<p>``, ``step``) and ``lr``, then
-    ``input``/``input.<i>`` and ``target``/``target.<i>`` (batch dim 0, dynamic).
+    ``input``/``input.<i>`` and ``target``/``target.<i>`` with a dynamic batch (``batch_dims``:
+    the batch dim per input; by default dim 0 of the first input, and for the other inputs
+    and the targets the first dim of that size).
     Outputs: ``loss``, ``grad.<p>`` per trainable parameter, ``<buffer>.new`` for buffers the
     step changes (train-mode batch norm statistics), and with an optimizer ``<p>.new`` and
     ``<state>.new``. Hyperparameters: SGD ``momentum``, ``dampening``, ``weight_decay``,
@@ -104,7 +107,7 @@ def export_training(
     dropout in training mode is refused. Only standard ONNX ops are used."""
     opt = make_optimizer(optimizer, **hyper)
     xs, ts = _as_tuple(inputs, "inputs"), _as_tuple(targets, "targets")
-    joint = trace_joint(model, loss_fn, xs, ts, opt, dynamic=dynamic)
+    joint = trace_joint(model, loss_fn, xs, ts, opt, dynamic=dynamic, batch_dims=batch_dims)
     if not joint.batch.dynamic and dynamic:
         log.warning("fxonnx: training graph has a static batch: %s", joint.batch.reason)
     opt_meta = None if opt is None else {"kind": opt.kind, "lr": lr, **opt.hyper}

@@ -14,6 +14,7 @@ batch. Afterwards:
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +72,9 @@ class _Spec:
         inputs: tuple[torch.Tensor, ...],
         targets: tuple[torch.Tensor, ...],
         opt: Optimizer | None,
+        dims: tuple[int | None, ...],
     ) -> None:
-        self.model, self.loss_fn, self.opt = model, loss_fn, opt
+        self.model, self.loss_fn, self.opt, self.dims = model, loss_fn, opt, dims
         self.params = {k: v for k, v in model.named_parameters() if v.requires_grad}
         frozen = {k: v for k, v in model.named_parameters() if not v.requires_grad}
         self.buffers = {**frozen, **dict(model.named_buffers())}
@@ -140,11 +142,14 @@ class _Spec:
 
     def fakes(self, mode: FakeTensorMode, batch: int | None) -> list[torch.Tensor]:
         out = []
+        dims = iter(self.dims)
         for slot in self.slots:
             t = slot.val
             shape = list(t.shape)
-            if slot.role in ("input", "target") and batch is not None and t.dim():
-                shape[0] = batch
+            if slot.role in ("input", "target"):
+                d = next(dims)
+                if batch is not None and d is not None:
+                    shape[d] = batch
             with mode:
                 out.append(torch.empty(shape, dtype=t.dtype))
         return out
@@ -244,12 +249,16 @@ def trace_joint(
     opt: Optimizer | None,
     *,
     dynamic: bool = True,
+    batch_dims: Sequence[int | None] | None = None,
 ) -> Joint:
-    """Trace the training step; the batch (dim 0 of inputs and targets) stays dynamic when the
-    graph's batch arithmetic can be expressed from the runtime batch size."""
-    spec = _Spec(model, loss_fn, inputs, targets, opt)
-    example = next((t.shape[0] for t in inputs + targets if t.dim()), None)
-    dims = tuple(0 if t.dim() else None for t in inputs + targets)
+    """Trace the training step; the batch stays dynamic when the graph's batch arithmetic can
+    be expressed from the runtime batch size. ``batch_dims``: the batch dim of each input (None:
+    none); by default dim 0 of the first input, and for the other inputs and the targets their
+    first dim of the same size."""
+    dims = _batch_dims(inputs, targets, batch_dims)
+    spec = _Spec(model, loss_fn, inputs, targets, opt, dims)
+    tensors = inputs + targets
+    example = next((t.shape[d] for t, d in zip(tensors, dims, strict=True) if d is not None), None)
     info = BatchInfo(False, example, dims, reason="dynamic=False")
     gm = None
     if dynamic and example is not None:
@@ -271,6 +280,30 @@ def trace_joint(
     if gm is None:
         gm = _trace(spec, None)
     return _finish(spec, gm, info)
+
+
+def _batch_dims(
+    inputs: tuple[torch.Tensor, ...],
+    targets: tuple[torch.Tensor, ...],
+    given: Sequence[int | None] | None,
+) -> tuple[int | None, ...]:
+    if given is not None:
+        if len(given) != len(inputs):
+            raise ExportError(f"batch_dims has {len(given)} entries for {len(inputs)} input(s)")
+        dims = [None if d is None else d % inputs[i].dim() for i, d in enumerate(given)]
+    elif inputs and inputs[0].dim():
+        dims = [0]
+    else:
+        dims = [None]
+    first = next((t.shape[d] for t, d in zip(inputs, dims, strict=False) if d is not None), None)
+
+    def same_size(t: torch.Tensor) -> int | None:
+        return next((d for d, n in enumerate(t.shape) if n == first), None)
+
+    if given is None:
+        dims += [same_size(t) for t in inputs[1:]]
+    dims += [same_size(t) if first is not None else None for t in targets]
+    return tuple(dims)
 
 
 def _finish(spec: _Spec, gm: fx.GraphModule, info: BatchInfo) -> Joint:
