@@ -85,11 +85,17 @@ def _identity_input(node: fx.Node) -> fx.Node | str:
     return "not_a_noop"
 
 
+# reasons that just mean "a real op" (most views change the shape): not counted as misses
+_NOT_CANDIDATES = {"not_a_noop", "not_neutral", "changes_shape", "changes_dtype", "no_metadata"}
+
+
 @register
 class RemoveNoOps(Pass):
-    """Reroute the users of identity ops to their input. Misses: ``changes_dtype``,
-    ``changes_shape``, ``changes_dtype_or_shape``, ``train_mode_dropout``, ``not_contiguous`` (a
-    ``contiguous`` that copies: torch views after it need the layout)."""
+    """Reroute the users of identity ops to their input. Misses: ``changes_dtype_or_shape`` (a
+    clone-like op or ``x * 1`` whose result differs in dtype, e.g. an int tensor times 1.0),
+    ``train_mode_dropout``, ``not_contiguous`` (a ``contiguous`` that copies: torch views after
+    it need the layout). ``detach`` goes too: outputs are unchanged, but gradients through it
+    differ, so this pass is for inference graphs (what the exporter sees)."""
 
     name = "noops"
 
@@ -101,7 +107,7 @@ class RemoveNoOps(Pass):
                 continue
             x = _identity_input(node)
             if isinstance(x, str):
-                if x not in ("not_a_noop", "not_neutral"):
+                if x not in _NOT_CANDIDATES:
                     stats["miss:" + x] += 1
                 continue
             node.replace_all_uses_with(x)

@@ -1,5 +1,7 @@
 """Collapse chains of view-like ops (view, reshape, flatten, unflatten, squeeze, unsqueeze) into
-one reshape of the chain's source to the chain's final shape."""
+one reshape of the chain's source to the chain's final shape, and give single views whose sizes
+are computed from the batch (``view(x, [128, batch * 4, 64])``) a static shape with -1 for the
+batch, which the exporter writes as one constant instead of Shape/Gather/Mul/Concat."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ VIEWS = (
 )
 
 
+SIZED = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+
+
 def target_shape(ctx: PassContext, node: fx.Node) -> list | str:
     """The node's output shape as reshape arguments: ints, with -1 for the one dynamic (batch)
     dim; a view/reshape with several dynamic dims keeps its own (symbolic) size arguments."""
@@ -46,7 +51,8 @@ def target_shape(ctx: PassContext, node: fx.Node) -> list | str:
 @register
 class CollapseViews(Pass):
     """``view(view(x, a), b)`` -> ``reshape(x, b)`` for any pair of view-like ops. Misses:
-    ``inner_has_other_users`` (the first view stays, nothing saved), ``several_dynamic_dims``,
+    ``inner_has_other_users`` (the first view stays, nothing saved), ``several_dynamic_dims``
+    (a single view with several batch-sized dims keeps its symbolic sizes, not counted),
     ``zero_sized`` (-1 would be ambiguous), ``no_metadata``."""
 
     name = "views"
@@ -59,6 +65,7 @@ class CollapseViews(Pass):
                 continue
             inner = node.args[0]
             if not is_call(inner, *VIEWS):
+                self._static(ctx, node, stats)
                 continue
             if len(inner.users) > 1:
                 stats["miss:inner_has_other_users"] += 1
@@ -74,4 +81,17 @@ class CollapseViews(Pass):
             graph.erase_node(node)
             graph.erase_node(inner)
             stats["collapsed"] += 1
-        return PassResult(ctx.gm, modified=stats["collapsed"] > 0, stats=dict(stats))
+        changed = stats["collapsed"] + stats["made_static"] > 0
+        return PassResult(ctx.gm, modified=changed, stats=dict(stats))
+
+    @staticmethod
+    def _static(ctx: PassContext, node: fx.Node, stats: Counter[str]) -> None:
+        if node.target not in SIZED or not any(isinstance(a, fx.Node) for a in node.args[1]):
+            return
+        shape = target_shape(ctx, node)
+        if isinstance(shape, str) or any(isinstance(d, fx.Node) for d in shape):
+            if isinstance(shape, str) and shape != "several_dynamic_dims":
+                stats["miss:" + shape] += 1
+            return
+        node.args = (node.args[0], shape)
+        stats["made_static"] += 1

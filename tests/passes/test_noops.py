@@ -37,16 +37,14 @@ class Kept(nn.Module):
         a = x.to(torch.float64)  # changes dtype
         b = x.reshape(x.shape[0], 2, 2)  # changes shape
         c = x.t().contiguous()  # a copy that changes the layout
-        d = x * 2
+        d = torch.arange(4).expand(x.shape[0], 4) * 1.0  # int64 * 1.0 is float
         return a, b, c.view(-1), d
 
 
 def test_noops_hold_back_with_reasons() -> None:
     model, make = Kept(), randn(4)
     _, after, stats = optimize(model, make, ["noops"], batch=4)
-    s = stats["noops"]
-    assert s["miss:changes_dtype"] == 1 and s["miss:changes_shape"] >= 1
-    assert s["miss:not_contiguous"] == 1 and "removed" not in s
+    assert stats["noops"] == {"miss:not_contiguous": 1, "miss:changes_dtype_or_shape": 1}
     assert_outputs_match(model, after, make, batches=(4, 5))
 
 

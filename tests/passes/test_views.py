@@ -45,7 +45,7 @@ class TwoDynamic(nn.Module):
 
 def test_views_hold_back() -> None:
     _, after, stats = optimize(Shared(), randn(12), ["views"])
-    assert stats["views"] == {"miss:inner_has_other_users": 1}
+    assert stats["views"] == {"miss:inner_has_other_users": 1, "made_static": 1}
     assert_outputs_match(Shared(), after, randn(12))
 
 
@@ -57,5 +57,21 @@ class Empty(nn.Module):
 def test_views_hold_back_on_zero_sized() -> None:
     make = randn(0)
     _, after, stats = optimize(Empty(), make, ["views"])
-    assert stats["views"] == {"miss:zero_sized": 1}
+    assert stats["views"] == {"miss:zero_sized": 2}  # as a chain and as a single view
     assert_outputs_match(Empty(), after, make)
+
+
+class Symbolic(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0] * 3, 4)
+
+
+def test_views_make_batch_sized_shapes_static() -> None:
+    model, make = Symbolic(), randn(3, 4)
+    before, after, stats = optimize(model, make, ["views", "dce"])
+    assert stats["views"] == {"made_static": 1}
+    view = next(n for n in after.gm.graph.nodes if n.target == aten.view.default)
+    assert view.args[1] == [-1, 4]
+    ops = [n.op_type for n in lower(after).graph.node]
+    assert "Concat" not in ops and len(ops) < len(lower(before).graph.node)
+    assert_outputs_match(model, after, make)
