@@ -120,6 +120,21 @@ def test_export_interrupted_bundle_leaves_nothing(tmp_path: Path, monkeypatch, c
     assert not (tmp_path / "m.onnx").exists()  # the bundle goes first; -o is not written either
 
 
+def test_failed_verification_writes_no_bundle(tmp_path: Path, monkeypatch, capsys) -> None:
+    import fxonnx.verify._verify as verify_mod
+
+    real = verify_mod.compare_all
+
+    def broken(names, want, got, **kw):  # a lowering bug: outputs off by one
+        return real(names, want, [g + 1 for g in got], **kw)
+
+    monkeypatch.setattr(verify_mod, "compare_all", broken)
+    bundle, out = tmp_path / "b", tmp_path / "m.onnx"
+    err = _fails(["export", "mlp", "--bundle", str(bundle), "-o", str(out)], 1, capsys)
+    assert f"(nothing was written to {out} or {bundle})" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inspect_bundle(mlp_bundle: Path, capsys) -> None:
     assert main(["inspect", str(mlp_bundle)]) == 0
     text = capsys.readouterr().out
