@@ -252,15 +252,15 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
     compiled = CompiledModel(captured, onnx_model, session, report)
     if verify:
-        reference = model
+        reference, pruned = model, ()
         if prune:  # lossy on purpose: check the export against the pruned graph in torch
             from .passes import GraphReference
 
             reference = GraphReference(captured)
-            notes.append("pruned: verified against the pruned graph (deviation in report.passes)")
+            pruned = ("pruned: verified against the pruned graph (deviation in report.passes)",)
         checked = verify_outputs(reference, args, compiled, kwargs)
         compiled.report = report.add(
-            checks=checked.checks, notes=checked.notes, stages=checked.stages
+            checks=checked.checks, notes=checked.notes + pruned, stages=checked.stages
         )
         compiled.report.raise_if_failed()
     return compiled

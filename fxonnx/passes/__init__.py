@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (importing registers the passes)
     fold_bn,
     fusions,
     linear_chain,
+    linear_nd,
     matmul_bias,
     noops,
     norms,

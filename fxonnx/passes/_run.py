@@ -28,6 +28,7 @@ DEFAULT: tuple[str, ...] = (
     "matmul_bias",
     "scalar_fold",
     "linear_chain",
+    "linear_nd",
     "const_fold",
     "dedup_weights",
     "prune_zero",

@@ -118,7 +118,7 @@ class FoldBatchNorm(Pass):
                 continue
             w = x.args[1]
             bias = x.args[2] if len(x.args) > 2 else x.kwargs.get("bias")
-            with graph.inserting_before(x):
+            with graph.inserting_before(bn):  # after every input of both the conv and the bn
                 w2, b2 = _folded(graph, w, bias, gamma, beta, mean, var, eps, axis)
             args = list(x.args) + [None] * max(0, 3 - len(x.args))
             args[1], args[2] = w2, b2

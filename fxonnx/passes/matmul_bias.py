@@ -1,5 +1,5 @@
-"""matmul + bias add -> linear (a Gemm on 2-D inputs): ``matmul(x, W) + b`` with a 2-D weight and
-a bias over its columns becomes ``linear(x, W.T, b)`` (the transpose is a graph op on the
+"""matmul + bias add -> linear (one Gemm): ``matmul(x, W) + b`` with a 2-D input, a 2-D weight
+and a bias over its columns becomes ``linear(x, W.T, b)`` (the transpose is a graph op on the
 original weight; ``const_fold`` bakes it)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ MATMULS = (aten.matmul.default, aten.mm.default)
 
 @register
 class MatmulBiasToLinear(Pass):
-    """Misses: ``matmul_has_other_users``, ``weight_not_state`` (a computed right operand, e.g.
+    """Misses: ``input_not_2d`` (only a 2-D linear is a Gemm), ``matmul_has_other_users``, ``weight_not_state`` (a computed right operand, e.g.
     attention scores), ``weight_not_2d``, ``bias_not_vector`` (the added tensor is not a 1-D
     parameter/constant of the output width), ``changes_dtype``."""
 
@@ -42,8 +42,11 @@ class MatmulBiasToLinear(Pass):
                 stats["miss:weight_not_state"] += 1
                 continue
             vw, vb, vx = val(w), val(bias), val(x)
-            if vw.dim() != 2 or vx.dim() < 1:
+            if vw.dim() != 2:
                 stats["miss:weight_not_2d"] += 1
+                continue
+            if vx.dim() != 2:  # no Gemm: the exporter would add a Transpose (see linear_nd)
+                stats["miss:input_not_2d"] += 1
                 continue
             if state_of(ctx.captured, bias) is None or tuple(vb.shape) != (vw.shape[1],):
                 stats["miss:bias_not_vector"] += 1

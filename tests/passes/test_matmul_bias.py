@@ -54,3 +54,5 @@ def test_matmul_bias_holds_back() -> None:
         assert_outputs_match(model, after, randn(4), batches=(2,))
     _, _, stats = optimize(Scores(), randn(4), ["matmul_bias"])
     assert stats["matmul_bias"] == {"miss:weight_not_state": 1}
+    _, _, stats = optimize(Manual(), randn(5, 4), ["matmul_bias"])  # 3-D: no Gemm to gain
+    assert stats["matmul_bias"] == {"miss:input_not_2d": 1}

@@ -53,6 +53,8 @@ def test_prune_dict_names_layers_and_compile_takes_it() -> None:
     cm = fxonnx.compile(model, make(2), provider="cpu", verify=False, prune={"c1": 0.05})
     passes = {p["name"]: p["stats"] for p in cm.report.passes}
     assert passes["prune"]["miss:nothing_to_remove"] == 1
+    cm = fxonnx.compile(model, make(2), provider="cpu", prune=0.3)
+    assert cm.report.ok and any(n.startswith("pruned: verified") for n in cm.report.notes)
     with pytest.raises(ValueError, match="ratio"):
         optimize(model, make, [], prune=1.5)
 
