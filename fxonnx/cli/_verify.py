@@ -19,6 +19,7 @@ EPILOG = """examples:
   fxonnx verify resnet18.onnx --model resnet18   # compare a file with its PyTorch model
   fxonnx verify model.onnx                       # checker + a smoke run on random inputs
   fxonnx verify mlp --json
+  fxonnx verify resnet18 --grad                  # gradients too: graph vs eager autograd
   fxonnx verify mlp-bundle                       # hashes, schema, stored verdict, smoke run
   fxonnx verify mlp-bundle --model mlp           # ... and outputs against eager
 
@@ -36,7 +37,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
         "--model names the PyTorch model to compare with; without it, only onnx.checker and "
         "a smoke run on random inputs are done. For a bundle directory: the manifest against "
         "its schema, every file's SHA-256, the verdict stored at export, onnx.checker and a "
-        "smoke run (no torch needed), plus eager comparison with --model.",
+        "smoke run (no torch needed), plus eager comparison with --model. --grad (MODEL "
+        "only) also compares gradients (fxonnx.check_gradients).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,6 +50,19 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     add_provider(p)
     add_fallback(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    grad = p.add_argument_group("gradients (MODEL only)")
+    grad.add_argument(
+        "--grad",
+        action="store_true",
+        help="also compare the gradients of the optimized graph with eager autograd (every "
+        "parameter and input, seeded random cotangent) and the ONNX model's directional "
+        "derivatives with eager forward mode",
+    )
+    grad.add_argument(
+        "--grad-float64",
+        action="store_true",
+        help="with --grad: check in float64 and run torch.autograd.gradcheck too",
+    )
     add_pass_options(p)
     return p
 
@@ -60,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{given(args)[0]} applies when exporting a MODEL, not to an exported file or bundle",
             hint="fxonnx verify MODEL --passes ...",
+        )
+    if args.grad_float64 and not args.grad:
+        raise UsageError("--grad-float64 goes with --grad")
+    if (bundle is not None or args.target.endswith(".onnx")) and args.grad:
+        raise UsageError(
+            "--grad needs the PyTorch MODEL itself: an exported file has no backward graph",
+            hint=f"fxonnx verify {args.model or 'MODEL'} --grad",
         )
     if bundle is not None:
         from . import _verify_bundle
@@ -90,6 +112,8 @@ def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
     from ..verify import verify
 
     passes = pass_options(args)
+    if args.grad and passes["prune"] is not None:
+        raise UsageError("--grad does not combine with --prune", hint="check gradients unpruned")
     loaded = load_model(args.target, args.input, args.batch)
     with quiet_torch(args.verbose):
         compiled = compile_loaded(
@@ -103,6 +127,20 @@ def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
         )
     checked = verify(loaded.module, loaded.args, compiled)
     report = compiled.report.add(checks=checked.checks, notes=checked.notes, stages=checked.stages)
+    if args.grad:
+        import torch
+
+        from .. import check_gradients
+
+        with quiet_torch(args.verbose):
+            grads = check_gradients(
+                loaded.module,
+                loaded.args,
+                passes=passes["passes"],
+                skip=passes["skip"],
+                dtype=torch.float64 if args.grad_float64 else torch.float32,
+            )
+        report = report.add(checks=grads.checks, notes=grads.notes, stages=grads.stages)
     return {
         "target": loaded.name,
         "mode": "model",
@@ -119,18 +157,18 @@ def _print(r: dict[str, Any]) -> None:
             "vs eager PyTorch" if r["compared_with_eager"] else "checks (not compared with eager)"
         )
         table = Table(title=f"{r['target']} {title}", title_justify="left")
-        for col in ("", "output", "max abs err", "max rel err", "rtol", "atol", "note"):
+        for col in ("", "check", "max abs err", "max rel err", "rtol", "atol", "note"):
             table.add_column(col, justify="right" if "err" in col or "tol" in col else "left")
         for c in r["checks"]:
             mark = "[green]ok[/]" if c["ok"] else "[red]FAIL[/]"
             numeric = c["kind"] in _NUMERIC
             table.add_row(
                 mark,
-                escape(c["name"]),
+                escape(f"{c['kind']} {c['name']}" if c["kind"] in _PREFIXED else c["name"]),
                 _num(c["max_abs"]) if numeric else "-",
                 _num(c["max_rel"]) if numeric else "-",
-                f"{c['rtol']:g}" if numeric else "-",
-                f"{c['atol']:g}" if numeric else "-",
+                f"{c['rtol']:.3g}" if numeric else "-",
+                f"{c['atol']:.3g}" if numeric else "-",
                 escape(c["note"]),
             )
         con.print(table)
@@ -150,6 +188,7 @@ def _print(r: dict[str, Any]) -> None:
 
 
 _NUMERIC = ("output", "grad", "directional")  # kinds with errors; the rest are yes/no checks
+_PREFIXED = ("grad", "directional")  # named after parameters/outputs: say what was compared
 
 
 def _num(v: Any) -> str:
