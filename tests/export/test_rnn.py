@@ -1,0 +1,92 @@
+"""GRU, LSTM and Elman RNNs as ONNX GRU/LSTM/RNN ops, against eager at batches 2 and 5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from fxonnx import models
+from fxonnx._errors import ExportError
+from fxonnx.capture import capture
+from fxonnx.export import lower
+
+ONNX_OP = {"gru": "GRU", "lstm": "LSTM", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+
+
+def _layer(kind: str, **kwargs: object) -> nn.Module:
+    if kind == "gru":
+        return nn.GRU(6, 5, **kwargs)
+    if kind == "lstm":
+        return nn.LSTM(6, 5, **kwargs)
+    return nn.RNN(6, 5, nonlinearity=kind.removeprefix("rnn_"), **kwargs)
+
+
+class Recurrent(nn.Module):
+    """Returns (output, h_n[, c_n]); passes the initial state only when given one."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple:
+        if not state:
+            return self.layer(x)
+        out, last = self.layer(x, state if len(state) == 2 else state[0])
+        return (out, *last) if isinstance(last, tuple) else (out, last)
+
+
+# name: (num_layers, bidirectional, batch_first, initial state, bias)
+CONFIGS = {
+    "one_layer": (1, False, False, False, True),
+    "two_layers_bidirectional_batch_first_h0": (2, True, True, True, True),
+    "bidirectional_no_bias_h0": (1, True, False, True, False),
+    "two_layers_batch_first": (2, False, True, False, True),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("kind", ONNX_OP)
+def test_recurrent_matches_eager(onnx_matches: Callable, kind: str, config: str) -> None:
+    layers, bidirectional, batch_first, h0, bias = CONFIGS[config]
+    layer = _layer(
+        kind, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias
+    )
+    n_state = (2 if kind == "lstm" else 1) if h0 else 0
+    state_rows = layers * (2 if bidirectional else 1)
+
+    def make(batch: int) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(batch)
+        x = torch.randn(*((batch, 7) if batch_first else (7, batch)), 6, generator=g)
+        return (x, *(torch.randn(state_rows, batch, 5, generator=g) for _ in range(n_state)))
+
+    model = onnx_matches(
+        Recurrent(layer), make, batch_dims=[0 if batch_first else 1] + [1] * n_state
+    )
+    ops = [n for n in model.graph.node if n.op_type == ONNX_OP[kind]]
+    assert len(ops) == layers  # one ONNX op per layer, both directions in it
+    if kind == "gru":
+        assert all(a.i == 1 for n in ops for a in n.attribute if a.name == "linear_before_reset")
+
+
+@pytest.mark.parametrize("name", ["gru_lm", "lstm_tagger"])
+def test_zoo_recurrent_models(onnx_matches: Callable, name: str) -> None:
+    module, _ = models.get(name, batch=2)
+    batch_dims = (0, 1) if name == "gru_lm" else "auto"
+    onnx_matches(module, lambda b: models.get(name, batch=b)[1], batch_dims=batch_dims)
+
+
+def test_training_dropout_between_layers_refused() -> None:
+    layer = nn.GRU(6, 5, num_layers=2, dropout=0.5).train()
+    captured = capture(Recurrent(layer).train(), (torch.randn(7, 2, 6),), batch_dims=[1])
+    with pytest.raises(ExportError, match="training mode with dropout=0.5"):
+        lower(captured)
+
+
+def test_lstm_projection_refused() -> None:
+    layer = nn.LSTM(6, 5, proj_size=3)
+    captured = capture(Recurrent(layer).eval(), (torch.randn(7, 2, 6),), batch_dims=[1])
+    with pytest.raises(ExportError, match="no output projection"):
+        lower(captured)
