@@ -154,6 +154,7 @@ def _grad_checks(
     gmax = max((float(g.abs().max()) for g in want if g.numel()), default=0.0)
     atol = rtol * gmax if gmax else tolerance(dtype)[1]
     checks = []
+    present |= set(got_by_name)  # and the float user inputs
     for group in _tied_groups(params, present, wrt_names):
         kept = [n for n in group if n in present]
         gone = [n for n in group if n not in present]
