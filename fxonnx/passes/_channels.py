@@ -28,6 +28,9 @@ PLAIN_CONVS = {  # non-transposed convs: op -> index of groups
     aten.conv1d.default: 6,
     aten.conv2d.default: 6,
     aten.conv3d.default: 6,
+    aten.conv1d.padding: 6,
+    aten.conv2d.padding: 6,
+    aten.conv3d.padding: 6,
 }
 # activations with f(0) == 0, so a channel that is zero stays zero through them
 ZERO_KEEPING = {

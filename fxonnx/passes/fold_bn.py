@@ -26,6 +26,9 @@ CONVS: dict[Any, tuple[int | None, int, bool]] = {
     aten.conv1d.default: (None, 6, False),
     aten.conv2d.default: (None, 6, False),
     aten.conv3d.default: (None, 6, False),
+    aten.conv1d.padding: (None, 6, False),  # padding="same"/"valid"
+    aten.conv2d.padding: (None, 6, False),
+    aten.conv3d.padding: (None, 6, False),
     aten.convolution.default: (6, 8, False),
     aten.conv_transpose1d.default: (None, 6, True),
     aten.conv_transpose2d.input: (None, 6, True),

@@ -40,6 +40,10 @@ CASES = {
         lambda: nn.Sequential(nn.ConvTranspose2d(3, 5, 3, stride=2), nn.BatchNorm2d(5)),
         (3, 5, 5),
     ),
+    "conv2d_same": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), nn.BatchNorm2d(4)),
+        (3, 5, 5),
+    ),
     "linear_bn1d": (lambda: nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4)), (6,)),
     "no_affine": (
         lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, affine=False)),
