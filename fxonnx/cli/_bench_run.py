@@ -106,7 +106,6 @@ def _setup(
                 args,
                 provider=provider,
                 batch_dims=loaded.batch_dims,
-                verify=not (passes or {}).get("prune"),  # pruned outputs differ by design
                 **(passes or {}),
             )
             state["fxonnx"] = compiled

@@ -74,6 +74,10 @@ def test_prune_is_reported(tmp_path: Path, capsys) -> None:
     assert "passes      1 run in" in text and "changed the graph: prune" in text
     assert "prune: 10 channels of 1 layer(s) removed, parameters 850 -> 440" in text
     assert out.is_file()
+    # verified against the pruned graph (pruning is lossy on purpose), so no --no-verify needed
+    assert main(["export", "mlp", "-o", str(out), "--provider", "cpu", "--prune", "0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "verified    ok" in text and "note        pruned: verified against the pruned" in text
     assert main([*argv[:-1], "fc2=0.5", "--passes", "none", "--no-verify", "--json"]) == 0
     # the last layer feeds the output, not another layer: a miss with its reason, no change
     (record,) = json.loads(capsys.readouterr().out)["verification"]["passes"]
