@@ -32,6 +32,8 @@ class PruneZeroChannels(Pass):
             if w is None or w.dim() < 2:
                 continue
             zero = (w.flatten(1) == 0).all(1)
+            if not bool(zero.any()):
+                continue
             bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
             if bias is not None:
                 b = state_of(ctx.captured, bias)
@@ -39,6 +41,9 @@ class PruneZeroChannels(Pass):
                     stats["miss:bias_not_state"] += 1
                     continue
                 zero &= b == 0
+            if bool(zero.all()):  # keep one channel: an empty layer cannot be exported
+                zero[0] = False
+                stats["miss:all_zero"] += 1
             if not bool(zero.any()):
                 continue
             chain = match_chain(ctx, node)
@@ -51,9 +56,6 @@ class PruneZeroChannels(Pass):
             if chain.act is not None and chain.act.target not in ZERO_KEEPING:
                 stats["miss:act_nonzero_at_zero"] += 1
                 continue
-            if bool(zero.all()):
-                zero[0] = False
-                stats["miss:all_zero"] += 1
             keep = torch.nonzero(~zero).flatten()
             keep_channels(ctx, chain, keep)
             stats["layers"] += 1

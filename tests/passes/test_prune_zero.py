@@ -109,3 +109,22 @@ def test_prune_zero_holds_back() -> None:
         _, after, stats = optimize(model.eval(), make, ["prune_zero"])
         assert stats["prune_zero"] == {f"miss:{reason}": 1}, reason
         assert_outputs_match(model, after, make)
+
+
+class AllZero(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(3, 2)
+        _zero_channels(self.a, [0, 1, 2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x).relu())
+
+
+def test_prune_zero_keeps_one_channel_of_an_all_zero_layer() -> None:
+    model, make = AllZero().eval(), randn(4)
+    before, after, stats = optimize(model, make, ["prune_zero", "const_fold", "dce"])
+    assert stats["prune_zero"] == {"layers": 1, "channels_removed": 2, "miss:all_zero": 1}
+    _bitwise_equal(before, after, make)
+    assert (1, 4) in {tuple(t.shape) for t in after.state.values()}

@@ -75,3 +75,16 @@ def test_views_make_batch_sized_shapes_static() -> None:
     ops = [n.op_type for n in lower(after).graph.node]
     assert "Concat" not in ops and len(ops) < len(lower(before).graph.node)
     assert_outputs_match(model, after, make)
+
+
+class Square(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x @ x.t()  # (batch, batch)
+        return s.view(s.shape[0], s.shape[1], 1).flatten(1)
+
+
+def test_views_hold_back_on_several_dynamic_dims() -> None:
+    model, make = Square(), randn(4)
+    _, after, stats = optimize(model, make, ["views"])
+    assert stats["views"] == {"miss:several_dynamic_dims": 1}
+    assert_outputs_match(model, after, make)
