@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         from ._bundles import bundle_dir
         from ._inspect_bundle import run_bundle
 
-        return run_bundle(bundle_dir(args.path), as_json=args.json)
+        return run_bundle(bundle_dir(args.path), as_json=args.json, batch=args.batch)
     model = load_onnx(args.path)
     s = _stats.summary(model)
     if args.batch != 1:

@@ -14,7 +14,7 @@ from ._common import EXIT_OK, human, human_bytes, print_json, stdout
 from ._passes import summary
 
 
-def describe(directory: Path) -> dict[str, Any]:
+def describe(directory: Path, batch: int = 1) -> dict[str, Any]:
     """The manifest plus the model's graph statistics. Hashes are not checked here (that is
     ``fxonnx verify DIR``); the manifest is, against its schema."""
     import onnx
@@ -23,6 +23,8 @@ def describe(directory: Path) -> dict[str, Any]:
     path = model_path(directory, manifest)
     model = onnx.load(path, load_external_data=False)
     stats = _stats.summary(model)
+    if batch != 1:
+        stats["flops_batch"] = {"batch": batch, "flops": _stats.flops(model, batch)[0]}
     return {
         "bundle": str(directory),
         "bytes": sum(f["size"] for f in manifest["files"].values())
@@ -30,13 +32,22 @@ def describe(directory: Path) -> dict[str, Any]:
         "manifest": manifest,
         "graph": {
             k: stats[k]
-            for k in ("nodes", "op_types", "ops", "parameters", "flops_batch1", "producer")
+            for k in (
+                "nodes",
+                "op_types",
+                "ops",
+                "parameters",
+                "flops_batch1",
+                "flops_batch",
+                "producer",
+            )
+            if k in stats
         },
     }
 
 
-def run_bundle(directory: Path, *, as_json: bool) -> int:
-    d = describe(directory)
+def run_bundle(directory: Path, *, as_json: bool, batch: int = 1) -> int:
+    d = describe(directory, batch)
     if as_json:
         print_json(d)
         return EXIT_OK
@@ -72,6 +83,7 @@ def run_bundle(directory: Path, *, as_json: bool) -> int:
     con.print(
         f"  graph       {g['nodes']} nodes, {g['op_types']} op types, "
         f"{human(g['parameters'])} parameters, {human(g['flops_batch1'])} FLOPs at batch 1"
+        + (f", {human(g['flops_batch']['flops'])} at batch {batch}" if "flops_batch" in g else "")
     )
     for i, line in enumerate(summary(m["passes"]) or ["none run"]):
         con.print(f"  {'passes' if i == 0 else '':<10}  {escape(line)}")

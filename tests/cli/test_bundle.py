@@ -11,6 +11,7 @@ import torch
 
 import fxonnx
 from fxonnx.cli import main
+from fxonnx.cli._common import human
 
 
 def _fails(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> str:
@@ -148,6 +149,10 @@ def test_inspect_bundle(mlp_bundle: Path, capsys) -> None:
     assert data["manifest"] == manifest
     assert data["graph"]["ops"] and data["graph"]["parameters"] > 0
     assert data["bytes"] == sum(p.stat().st_size for p in mlp_bundle.iterdir())
+    assert "flops_batch" not in data["graph"]
+    assert main(["inspect", str(mlp_bundle), "--batch", "8"]) == 0
+    flops = data["graph"]["flops_batch1"]
+    assert f", {human(8 * flops)} at batch 8" in capsys.readouterr().out
 
 
 def test_inspect_not_a_bundle(tmp_path: Path, bundle_copy: Path, capsys) -> None:
