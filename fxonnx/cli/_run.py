@@ -36,7 +36,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("bundle", metavar="DIR")
+    p.add_argument(
+        "bundle", metavar="DIR", help="the bundle (or a Triton repository holding one model)"
+    )
     p.add_argument(
         "--input",
         action="append",
