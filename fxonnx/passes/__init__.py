@@ -1,6 +1,16 @@
-"""Optimization passes over the captured ATen graph (see ``_infra`` for the contract).
+"""Optimization passes over the captured ATen graph, before lowering.
 
-Every pass module registers its pass by name; ``DEFAULT`` is the compiler's pipeline.
+``run_passes(captured, passes="default", skip=(), verify_each=False, example_inputs=(),
+prune=None)`` optimizes a copy of a Captured and returns it with one stats dict per pass;
+``compile``/``export`` call it (``passes=``, ``skip=``, ``prune=``, ``verify="each-pass"``).
+A pass is a ``Pass`` subclass with a ``name`` and ``run(ctx: PassContext) -> PassResult``
+(``_infra``); ``register`` makes it available by name, ``DEFAULT`` is the compiler's pipeline.
+
+Cleanup: ``dce``, ``noops``, ``views``, ``transpose``, ``cse``, ``const_fold``,
+``dedup_weights``. Fusion (as graph ops on the original parameters, baked by ``const_fold``):
+``fold_bn``, ``linear_chain``, ``linear_nd``, ``matmul_bias``, ``scalar_fold``, ``fuse_gelu``,
+``fuse_layer_norm`` (LayerNorm and RMSNorm), ``fuse_attention``. Pruning: ``prune_zero``
+(lossless, default) and ``prune`` (opt-in, lossy; ``prune=`` ratio or {layer: ratio}).
 """
 
 from . import (  # noqa: F401  (importing registers the passes)

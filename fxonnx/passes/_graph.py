@@ -151,14 +151,14 @@ def add_constant(captured: Captured, tensor: torch.Tensor, hint: str) -> fx.Node
         name = f"{hint}_{i}"
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     n_state = sum(1 for s in captured.inputs if s.kind != "input")
-    anchor = placeholders[n_state] if n_state < len(placeholders) else None
-    if anchor is not None:
-        with graph.inserting_before(anchor):
-            node = graph.placeholder(name)
+    if n_state < len(placeholders):
+        where = graph.inserting_before(placeholders[n_state])  # before the first user input
+    elif placeholders:
+        where = graph.inserting_after(placeholders[-1])
     else:
-        first = next(iter(graph.nodes), None)
-        with graph.inserting_before(first) if first is not None else _nullctx():
-            node = graph.placeholder(name)
+        where = graph.inserting_before(next(iter(graph.nodes), None))
+    with where:
+        node = graph.placeholder(name)
     assert node.name == name, (node.name, name)
     tensor = tensor.detach()
     mode = fake_mode(captured.gm)
@@ -169,14 +169,6 @@ def add_constant(captured: Captured, tensor: torch.Tensor, hint: str) -> fx.Node
     captured.inputs = tuple(inputs)
     captured.state[name] = tensor
     return node
-
-
-class _nullctx:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def remove_unused_state(captured: Captured) -> list[str]:

@@ -72,3 +72,25 @@ def test_const_fold_never_folds_random_ops() -> None:
     _, after, stats = optimize(Sized(), make, ["const_fold"], verify_each=False)
     assert stats["const_fold"].get("miss:nondeterministic") == 1
     assert aten.rand_like.default in call_targets(after)
+
+
+class NoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3))
+
+    def forward(self) -> torch.Tensor:
+        return (self.w * 2).exp()
+
+
+def test_const_fold_on_a_model_without_inputs() -> None:
+    from fxonnx.capture import capture
+    from fxonnx.passes import run_passes
+
+    model = NoInputs()
+    captured = capture(model, ())
+    after, stats = run_passes(captured, ["const_fold", "dce"])
+    assert stats[0]["stats"] == {"folded": 1}
+    assert [s.kind for s in after.inputs] == ["constant"]
+    assert torch.equal(after.run_torch()[0], model())
+    assert len(lower(after).graph.node) == 1  # the output Identity of an initializer
