@@ -45,6 +45,19 @@ ZERO_KEEPING = {
     aten.hardswish.default,
     aten.mish.default,
 }
+
+
+def keeps_zero(act: fx.Node) -> bool:
+    """Whether the activation maps 0 to 0 (hardtanh only when its range contains 0)."""
+    if act.target not in ZERO_KEEPING:
+        return False
+    if act.target == aten.hardtanh.default:
+        lo = act.args[1] if len(act.args) > 1 else act.kwargs.get("min_val", -1.0)
+        hi = act.args[2] if len(act.args) > 2 else act.kwargs.get("max_val", 1.0)
+        return lo <= 0 <= hi
+    return True
+
+
 OTHER_ACTS = {aten.sigmoid.default, aten.softplus.default, aten.hardsigmoid.default}
 
 

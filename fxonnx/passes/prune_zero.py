@@ -8,7 +8,7 @@ from collections import Counter
 
 import torch
 
-from ._channels import PLAIN_CONVS, ZERO_KEEPING, keep_channels, match_chain
+from ._channels import PLAIN_CONVS, keep_channels, keeps_zero, match_chain
 from ._graph import is_call, state_of
 from ._infra import Pass, PassContext, PassResult, register
 
@@ -18,7 +18,8 @@ aten = torch.ops.aten
 @register
 class PruneZeroChannels(Pass):
     """Misses (only for layers that have zero channels): ``norm_between`` (a batch norm turns
-    zeros into its shift), ``act_nonzero_at_zero`` (sigmoid(0) = 0.5), ``all_zero`` (one channel
+    zeros into its shift), ``act_nonzero_at_zero`` (sigmoid(0) = 0.5, hardtanh(0) outside
+    its range), ``all_zero`` (one channel
     is kept), ``bias_not_state``, and the chain misses of ``_channels.match_chain``."""
 
     name = "prune_zero"
@@ -53,7 +54,7 @@ class PruneZeroChannels(Pass):
             if chain.norm is not None:
                 stats["miss:norm_between"] += 1
                 continue
-            if chain.act is not None and chain.act.target not in ZERO_KEEPING:
+            if chain.act is not None and not keeps_zero(chain.act):
                 stats["miss:act_nonzero_at_zero"] += 1
                 continue
             keep = torch.nonzero(~zero).flatten()

@@ -102,6 +102,7 @@ class ToFlatten(nn.Module):
 def test_prune_zero_holds_back() -> None:
     for model, reason in (
         (Sigmoid(), "act_nonzero_at_zero"),
+        (ConvNet(nn.Hardtanh(0.5, 2.0)), "act_nonzero_at_zero"),
         (WithBN(), "norm_between"),
         (ToFlatten(), "consumer_not_simple"),
     ):
