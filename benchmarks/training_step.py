@@ -6,7 +6,7 @@ update) through TrainingSession, parameters and state kept as numpy arrays betwe
 Both run in the same process, interleaved round by round; medians. Dropout layers are put in
 eval mode (the exporter refuses random ops). Prints a Markdown table; never asserts.
 
-    python benchmarks/training_step.py [--models mlp,lenet_cifar] [--batches 8,32] [--rounds 5]
+    python benchmarks/training_step.py [--models mlp,lenet_cifar] [--batches 8,32] [--rounds 11] [--iters 1]
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--batches", default=None, help="e.g. 8,32 (default per model)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=3, help="steps per round and side")
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--iters", type=int, default=1, help="steps per round and side")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = ort / eager\n")
     print("| model | batch | eager step ms | onnxruntime step ms | ratio | export s | nodes |")

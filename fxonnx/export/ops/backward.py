@@ -293,8 +293,7 @@ def convolution_backward(ctx: LowerCtx) -> list[Value | None]:
             output_padding=out_pad,
         )
     if mask[1]:
-        cin, cout = int(x_shape[1]), int(w_shape[0])
-        ci = cin // groups
+        ci = int(x_shape[1]) // groups
         perm = [2, 1, 0] + list(range(3, 3 + n))
         xs = ctx.emit("Reshape", ctx.value(x), _i64(ctx, [-1, groups, ci, *spatial]))
         xs = ctx.emit(
@@ -307,7 +306,6 @@ def convolution_backward(ctx: LowerCtx) -> list[Value | None]:
         axes = list(range(2, 2 + n))
         full = ctx.emit("Slice", full, _i64(ctx, [0] * n), _i64(ctx, kernel), _i64(ctx, axes))
         results[1] = ctx.emit("Transpose", full, perm=[1, 0] + axes)
-        del cout
     if mask[2]:
         results[2] = _sum(ctx, ctx.value(g), [0] + list(range(2, 2 + n)), keepdims=0)
     return results
