@@ -259,10 +259,9 @@ def convolution_backward(ctx: LowerCtx) -> list[Value | None]:
     SymInt[] output_padding, SymInt groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor).
 
     grad_input: the transposed convolution of grad_output with the same weight (output
-    padding restores the input size floor-division dropped). grad_weight: a convolution of
-    the input, with batch and channels swapped (input channels become the batch, (group,
-    sample) the channels), by grad_output as the kernel, stride and dilation swapped, one
-    group per conv group; cropped to the kernel size. grad_bias: grad_output summed."""
+    padding restores the input size floor-division dropped). grad_weight: input patches
+    (im2col as a one-hot depthwise convolution) times grad_output, one matrix product per
+    group (see ``_conv_weight_grad``). grad_bias: grad_output summed."""
     g, x, w = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     stride, padding, dilation, transposed = ctx.arg(4), ctx.arg(5), ctx.arg(6), ctx.arg(7)
     groups, mask = int(ctx.arg(9)), _mask(ctx, 10)
@@ -293,22 +292,53 @@ def convolution_backward(ctx: LowerCtx) -> list[Value | None]:
             output_padding=out_pad,
         )
     if mask[1]:
-        ci = int(x_shape[1]) // groups
-        perm = [2, 1, 0] + list(range(3, 3 + n))
-        xs = ctx.emit("Reshape", ctx.value(x), _i64(ctx, [-1, groups, ci, *spatial]))
-        xs = ctx.emit(
-            "Reshape", ctx.emit("Transpose", xs, perm=perm), _i64(ctx, [ci, -1, *spatial])
+        results[1] = _conv_weight_grad(
+            ctx, g, x, w, kernel, stride, padding, dilation, groups, out_spatial
         )
-        gs = ctx.emit("Transpose", ctx.value(g), perm=[1, 0] + list(range(2, 2 + n)))
-        full = ctx.emit(
-            "Conv", xs, gs, strides=dilation, dilations=stride, pads=padding + padding, group=groups
-        )
-        axes = list(range(2, 2 + n))
-        full = ctx.emit("Slice", full, _i64(ctx, [0] * n), _i64(ctx, kernel), _i64(ctx, axes))
-        results[1] = ctx.emit("Transpose", full, perm=[1, 0] + axes)
     if mask[2]:
         results[2] = _sum(ctx, ctx.value(g), [0] + list(range(2, 2 + n)), keepdims=0)
     return results
+
+
+def _conv_weight_grad(
+    ctx: LowerCtx,
+    g: Any,
+    x: Any,
+    w: Any,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    out_spatial: list[int],
+) -> Value:
+    """grad_weight[o, i, k] = sum over samples and positions of grad_output[o] * input patch
+    [i, k]: the patches come from a depthwise convolution with one-hot kernels (im2col), then
+    one matrix product per sample and group, (ci*K, L) @ (L, co), summed over samples
+    (no transpose of the large patch tensor)."""
+    cin, cout = int(ctx.static_shape(x)[1]), int(ctx.static_shape(w)[0])
+    ci, co = cin // groups, cout // groups
+    taps, positions = math.prod(kernel), math.prod(out_spatial)
+    if taps == 1 and all(s == 1 for s in stride) and not any(padding):
+        patches = ctx.value(x)
+    else:
+        eye = torch.eye(taps, dtype=ctx.dtype(x)).reshape(taps, 1, *kernel)
+        onehot = ctx.const(eye.repeat(cin, *([1] * (len(kernel) + 1))))
+        patches = ctx.emit(
+            "Conv",
+            ctx.value(x),
+            onehot,
+            strides=stride,
+            pads=padding + padding,
+            dilations=dilation,
+            group=cin,
+        )
+    p = ctx.emit("Reshape", patches, _i64(ctx, [-1, groups, ci * taps, positions]))
+    q = ctx.emit("Reshape", ctx.value(g), _i64(ctx, [-1, groups, co, positions]))
+    q = ctx.emit("Transpose", q, perm=[0, 1, 3, 2])  # (N, groups, L, co): the small one
+    per_sample = ctx.emit("MatMul", p, q)  # (N, groups, ci*K, co)
+    gw = ctx.emit("Transpose", _sum(ctx, per_sample, [0], keepdims=0), perm=[0, 2, 1])
+    return ctx.emit("Reshape", gw, _i64(ctx, [cout, ci, *kernel]))
 
 
 # -- pooling ------------------------------------------------------------------------------
