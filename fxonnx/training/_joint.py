@@ -6,7 +6,8 @@ the batch set to the capture sentinel (``fxonnx.capture._batch``), so the graph 
 batch. Afterwards:
 
 - train-mode ``native_batch_norm`` (which mutates the running stats in place) becomes
-  ``_native_batch_norm_legit_functional``, whose extra outputs are the new running stats;
+  ``_native_batch_norm_legit_functional``, whose extra outputs are the new running stats
+  (marked ``node.meta["fxonnx.training"]``: only there may it be lowered);
 - ``copy_`` into an input (a mutated buffer) is dropped: the new value is the output;
 - random ops (dropout in training mode) are refused: the graph would not match eager.
 """
@@ -25,6 +26,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError, ExportError
 from ..capture import BatchInfo, _batch
+from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
 
 aten = torch.ops.aten
@@ -211,6 +213,7 @@ def _functional_batch_norm(gm: fx.GraphModule) -> None:
                 items = [graph.call_function(operator.getitem, (new, i)) for i in (3, 4)]
             vals = tuple(node.meta["val"]) + (rm.meta["val"], rv.meta["val"])
             new.meta["val"] = vals
+            new.meta[TRAINING_META] = True  # its new running stats are graph outputs
             for item, v in zip(items, vals[3:], strict=True):
                 item.meta["val"] = v
             node.replace_all_uses_with(new)

@@ -14,14 +14,18 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from fxonnx.capture import BatchInfo, Captured, TensorSpec
 from fxonnx.export import lower
+from fxonnx.export.ops.backward import TRAINING_META
 
 aten = torch.ops.aten
 F64 = torch.float64
 
 
 def run_lowered(fn: Callable, *args: torch.Tensor) -> list[np.ndarray]:
-    """Trace ``fn(*args)`` (a direct ATen call), lower it and run it in onnxruntime."""
+    """Trace ``fn(*args)`` (a direct ATen call), lower it and run it in onnxruntime. Nodes are
+    marked as export_training marks them (train-mode batch norm lowers only there)."""
     gm = make_fx(fn)(*args)
+    for node in gm.graph.nodes:
+        node.meta[TRAINING_META] = True
     outs = pytree.tree_leaves(fn(*args))
     empty = pytree.tree_flatten(())[1]
     captured = Captured(

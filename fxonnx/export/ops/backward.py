@@ -19,6 +19,9 @@ from .._registry import lowers
 
 aten = torch.ops.aten
 
+# node.meta key: set on nodes of joint training graphs whose lowering is only valid there
+TRAINING_META = "fxonnx.training"
+
 
 def _i64(ctx: LowerCtx, values: list[int]) -> Value:
     return ctx.const(list(values), torch.int64)
@@ -439,10 +442,16 @@ def batch_norm_train(ctx: LowerCtx) -> list[Value]:
     running_mean, Tensor running_var, bool training, float momentum, float eps) -> (out,
     save_mean, save_invstd, new_running_mean, new_running_var). Batch statistics over all dims
     but channels; running stats move by ``momentum`` towards the mean and the unbiased
-    variance (n / (n - 1)), exactly as torch's train-mode batch norm."""
+    variance (n / (n - 1)), exactly as torch's train-mode batch norm. Only in training graphs
+    (``node.meta["fxonnx.training"]``, set by export_training, whose outputs carry the new
+    running stats); an inference export of a train-mode model is refused."""
     x, w, b, rm, rv, training, momentum, eps = (ctx.arg(i) for i in range(8))
-    if not training:
-        raise ExportError(f"{ctx.node.name}: functional batch norm in eval mode")
+    if not training or not ctx.node.meta.get(TRAINING_META):
+        raise ExportError(
+            f"{ctx.node.name}: batch_norm in training mode (batch statistics, running stats "
+            "updated) is not an inference op",
+            hint="call model.eval(); for training graphs use fxonnx.export_training",
+        )
     dtype, rank = ctx.dtype(x), ctx.rank(x)
     axes = [0] + list(range(2, rank))
     xv = ctx.value(x)
