@@ -161,3 +161,18 @@ def test_zoo(name: str, passes: str) -> None:
     except fxonnx.UnsupportedOpError as e:
         pytest.skip(f"forward lowering missing (being added by others): {e}")
     assert report.ok, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("passes", ["none", "default"])
+@pytest.mark.parametrize("name", names())
+def test_zoo_float64(name: str, passes: str) -> None:
+    model, inputs = get(name, batch=2)
+    try:
+        report = fxonnx.check_gradients(
+            model, tuple(inputs), passes=passes, dtype=torch.float64, directions=1
+        )
+    except fxonnx.UnsupportedOpError as e:
+        pytest.skip(f"forward lowering missing (being added by others): {e}")
+    assert report.ok, str(report)
+    assert next(c for c in report.checks if c.name == "gradcheck").ok
