@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import onnx
 import onnxruntime as ort
 import pytest
@@ -95,6 +97,16 @@ def test_fallback_hands_the_graph_to_torch_onnx_and_says_so(monkeypatch) -> None
     assert cm.report.ok
     x = torch.randn(6, 4)
     torch.testing.assert_close(cm(x), model(x).detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_fallback_without_onnxscript_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.delitem(_registry.RULES, aten.relu.default)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # find_spec() then reports it missing
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
+    with pytest.raises(
+        fxonnx.ExportError, match=r"needs the onnxscript package.*fxonnx\[torch-onnx\]"
+    ):
+        fxonnx.compile(model, (torch.randn(2, 4),), fallback="torch.onnx", provider="cpu")
 
 
 def test_a_wrong_lowering_is_caught_by_verification(monkeypatch) -> None:

@@ -130,8 +130,10 @@ def _setup(
         call()  # compilation happens on the first call: count it as export time
         return call
     if name == "torch.onnx":
+        from ..export import require_torch_onnx
         from ..runtime import Session, session_options
 
+        require_torch_onnx()
         program = torch.onnx.export(loaded.module, args, dynamo=True, verbose=False)
         session = Session(
             program.model_proto.SerializeToString(), provider=provider, options=session_options()

@@ -5,6 +5,7 @@ import types
 from typing import Any
 
 from ._ctx import LowerCtx
+from ._fallback import require_torch_onnx
 from ._lower import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_supported, lower
 from ._registry import lowers, one_to_one, registered
 from ._save import save_model
@@ -19,6 +20,7 @@ __all__ = [
     "lowers",
     "one_to_one",
     "registered",
+    "require_torch_onnx",
     "save_model",
 ]
 

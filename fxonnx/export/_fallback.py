@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 
@@ -30,8 +31,18 @@ class _CapturedModule(nn.Module):
         return tuple(self.gm(*state, *user))
 
 
+def require_torch_onnx() -> None:
+    """torch.onnx.export(dynamo=True) imports onnxscript, which torch does not install itself."""
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ExportError(
+            "torch.onnx.export(dynamo=True) needs the onnxscript package, which is not installed; "
+            "install it with: pip install 'fxonnx[torch-onnx]' (or pip install onnxscript)"
+        )
+
+
 def export_with_torch_onnx(captured: Captured, opset: int) -> onnx.ModelProto:
     """Export the same captured graph with torch.onnx (dynamo), batch dynamic as captured."""
+    require_torch_onnx()
     module = _CapturedModule(captured).eval()
     examples = tuple(
         torch.zeros([d if isinstance(d, int) else 2 for d in s.shape], dtype=s.dtype)
