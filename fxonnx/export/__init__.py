@@ -6,6 +6,7 @@ from typing import Any
 
 from ._ctx import LowerCtx
 from ._fallback import require_torch_onnx
+from ._fold import fold_initializer_nodes
 from ._lower import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_supported, lower
 from ._registry import lowers, one_to_one, registered
 from ._save import save_model
@@ -16,6 +17,7 @@ __all__ = [
     "MIN_OPSET",
     "LowerCtx",
     "check_supported",
+    "fold_initializer_nodes",
     "lower",
     "lowers",
     "one_to_one",

@@ -125,6 +125,8 @@ class FuseNorms(Pass):
             if parts is None:
                 continue
             var, eps, root = parts
+            if not isinstance(var, fx.Node) or var.op != "call_function" or not var.args:
+                continue  # rsqrt(running_var + eps) of a batch-norm fold: a parameter, no stats
             inner = [root, root.args[0], var, var.args[0]]
             if is_call(centered, aten.sub.Tensor) and is_call(centered.args[1], aten.mean.dim):
                 x, mean = centered.args[:2]

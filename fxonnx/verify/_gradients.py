@@ -75,6 +75,12 @@ def _prepare(
     return m, a, k, captured, optimized, stats
 
 
+def _runs_const_fold(passes: Any, skip: Sequence[str]) -> bool:
+    from ..passes import resolve
+
+    return any(p.name == "const_fold" for p in resolve(passes, skip))
+
+
 def _graph_forward(captured: Captured, params: dict[str, torch.Tensor], user: list) -> list:
     args = [params.get(s.name, captured.state.get(s.name)) for s in captured.state_inputs]
     out = captured.gm(*args, *user)
@@ -237,24 +243,39 @@ def check_gradients(
     dtype: torch.dtype = torch.float32,
     directions: int = 2,
     seed: int = 0,
+    bake_constants: bool = False,
 ) -> Report:
     """Compare the gradients of the captured graph (optimized by ``passes``: "default", "none"
     or a list, minus ``skip``) with eager autograd, and the ONNX model's directional
     derivatives with eager forward mode. The model runs in eval mode (as ``compile`` captures
     it). ``loss(outputs)`` gives the scalar (default: a seeded random cotangent). With
     ``dtype=torch.float64`` the model and inputs are cast and ``gradcheck`` runs too;
-    ``directions=0`` skips the ONNX check. Returns a Report; it does not raise."""
+    ``directions=0`` skips the ONNX check. Returns a Report; it does not raise.
+
+    The graph gradients are taken with ``const_fold`` held back (``bake_constants=True`` keeps
+    it): the folds before it are computations on the original parameters, which const_fold then
+    bakes into constants for inference, so holding it back keeps every parameter's gradient
+    comparable. The ONNX directional check runs the pipeline as given, const_fold included."""
     from ._directional import directional_checks
 
     if not isinstance(args, tuple):
         args = (args,)
     kwargs = dict(kwargs or {})
     t0 = time.perf_counter()
-    m, a, k, captured, optimized, stats = _prepare(model, args, kwargs, dtype, passes, skip)
+    grad_skip = list(skip)
+    held_back = not bake_constants and passes != "none" and _runs_const_fold(passes, skip)
+    if held_back:
+        grad_skip.append("const_fold")
+    m, a, k, captured, optimized, stats = _prepare(model, args, kwargs, dtype, passes, grad_skip)
     stages = {"capture+passes": (time.perf_counter() - t0) * 1e3}
     t0 = time.perf_counter()
     checks = _grad_checks(m, a, k, captured, optimized, loss, seed, dtype)
     notes = [f"gradients of the graph after passes={passes!r} (eval mode) vs eager autograd"]
+    if held_back:
+        notes.append(
+            "const_fold held back for the graph gradients so that folded parameters stay "
+            "comparable (bake_constants=True includes it)"
+        )
     stages["grad"] = (time.perf_counter() - t0) * 1e3
     if dtype == torch.float64:
         t0 = time.perf_counter()

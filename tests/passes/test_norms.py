@@ -85,3 +85,27 @@ def test_fuse_layer_norm_holds_back() -> None:
     }
     assert aten.layer_norm.default not in call_targets(after)
     assert_outputs_match(model, after, make)
+
+
+class ConvBn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+def test_a_batch_norm_fold_is_not_mistaken_for_a_norm_pattern() -> None:
+    """fold_bn writes w * rsqrt(running_var + eps) on the parameters; without const_fold the
+    next round's fuse_layer_norm sees it (running_var is a placeholder, not a mean)."""
+    model = ConvBn().eval()
+    with torch.no_grad():
+        model.bn.running_var.uniform_(0.5, 2.0)
+        model.bn.running_mean.normal_()
+    make = randn(3, 8, 8)
+    _, after, stats = optimize(model, make, ["fuse_layer_norm", "fold_bn"])
+    assert stats["fold_bn"]["folded"] == 1
+    assert aten.layer_norm.default not in call_targets(after)
+    assert_outputs_match(model, after, make)

@@ -25,7 +25,9 @@ def test_wrong_count_names_the_expected_inputs(compiled: fxonnx.CompiledModel) -
 
 
 def test_wrong_dtype_names_the_input_and_the_fix(compiled: fxonnx.CompiledModel) -> None:
-    with pytest.raises(fxonnx.InputError, match=r"'input' has dtype float64, expected float32") as e:
+    with pytest.raises(
+        fxonnx.InputError, match=r"'input' has dtype float64, expected float32"
+    ) as e:
         compiled(torch.zeros(2, 4, dtype=torch.float64))
     assert "torch.float32" in str(e.value)
 
@@ -72,7 +74,9 @@ def test_auto_falls_back_to_cpu_with_a_single_warning(monkeypatch: pytest.Monkey
     assert len(messages) == 1 and "no GPU in this test" in messages[0]
 
 
-def test_the_real_cuda_probe_gives_a_reason_without_flooding_stderr(capfd: pytest.CaptureFixture) -> None:
+def test_the_real_cuda_probe_gives_a_reason_without_flooding_stderr(
+    capfd: pytest.CaptureFixture,
+) -> None:
     _providers.cuda_status.cache_clear()
     usable, reason = _providers.cuda_status()
     err = capfd.readouterr().err
