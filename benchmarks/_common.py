@@ -31,7 +31,11 @@ def torch_onnx_export(name: str, model: torch.nn.Module, inputs: tuple) -> onnx.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, inputs, dynamo=True, dynamic_shapes=dynamic, verbose=False,
+                model,
+                inputs,
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                verbose=False,
                 input_names=list(info.input_names),
             )
     finally:
@@ -61,7 +65,10 @@ def feeds(sess: ort.InferenceSession, inputs: Sequence[torch.Tensor]) -> dict[st
 
 
 def interleaved_latency(
-    sessions: Sequence[ort.InferenceSession], inputs: Sequence[torch.Tensor], rounds: int, iters: int
+    sessions: Sequence[ort.InferenceSession],
+    inputs: Sequence[torch.Tensor],
+    rounds: int,
+    iters: int,
 ) -> list[float]:
     """Median seconds per run for each session, alternating A/B/... each round (fairer on a
     2-core machine whose speed drifts)."""

@@ -46,7 +46,7 @@ def main() -> None:
         try:
             ours = fxonnx.export(model, inputs, batch_dims=info.batch_dims, passes="none")
             t_ours = median_time(
-                lambda m=model, i=inputs: fxonnx.export(m, i, batch_dims=info.batch_dims),
+                lambda m=model, i=inputs, d=info.batch_dims: fxonnx.export(m, i, batch_dims=d),
                 args.repeats,
             )
         except fxonnx.FxonnxError as e:
