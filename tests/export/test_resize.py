@@ -42,6 +42,7 @@ for mode, shape in _SPATIAL.items():
         {"scale_factor": 1.7},
         {"size": (7, 4, 3)[-n:]},
         {"size": (1,) * n},
+        {"size": tuple((2 + i % 2) * d for i, d in enumerate(shape[1:]))},  # whole multiples
     ):
         aligns = (
             (False, True) if mode in ("linear", "bilinear", "bicubic", "trilinear") else (None,)
@@ -128,6 +129,24 @@ def test_resize_modes_in_graph() -> None:
     assert attrs["coordinate_transformation_mode"] == b"half_pixel"
     assert attrs["cubic_coeff_a"] == pytest.approx(-0.75)
     assert attrs["exclude_outside"] == 0
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Upsample(scale_factor=2, mode="bilinear"), nn.Upsample(size=(10, 18), mode="nearest")],
+    ids=["scale_factor", "whole_multiple_size"],
+)
+def test_resize_scales_every_dim(layer: nn.Module) -> None:
+    """onnxruntime's CPU layout optimizer keeps Resize in its blocked layout only when scales
+    cover every dim, with no axes attribute: integer up-sampling must come out that way."""
+    model = lower(capture(layer, (torch.randn(2, 3, 5, 6),)))
+    (node,) = model.graph.node
+    assert node.op_type == "Resize"
+    assert "axes" not in {a.name for a in node.attribute}
+    assert len(node.input) == 3 and node.input[2]  # scales, no sizes
+    (scales,) = [t for t in model.graph.initializer if t.name == node.input[2]]
+    ratios = [o / i for o, i in zip(layer(torch.randn(1, 3, 5, 6)).shape[2:], (5, 6), strict=True)]
+    assert onnx.numpy_helper.to_array(scales).tolist() == [1.0, 1.0, *ratios]
 
 
 def test_circular_pad_needs_opset_19() -> None:

@@ -41,14 +41,17 @@ _UPSAMPLE = [
 
 
 def _resize(ctx: LowerCtx, scales: Any, mode: str, align_corners: bool, nearest: str) -> Value:
-    """ONNX Resize of the spatial dims (the ``axes`` attribute keeps batch and channels out).
-    torch samples with the given scale factors when there are any, else with out / in; ONNX
-    does the same with ``scales``, or with ``sizes`` (taken from the traced output)."""
+    """ONNX Resize of the spatial dims. torch samples with the given scale factors when there
+    are any, else with out / in; ONNX does the same with ``scales``, or with ``sizes`` (taken
+    from the traced output). Scales are given for every dim (1 for batch and channels), and
+    sizes that are whole multiples of the input become such scales: onnxruntime's CPU layout
+    optimizer only turns that form into its blocked (NCHWc) Upsample, and otherwise reorders
+    the tensor out of and back into blocked layout around the Resize."""
     spatial = ctx.static_shape(ctx.arg(0))[2:]
     out = ctx.static_shape(ctx.node)[2:]
     if None in spatial or None in out:
         raise ExportError(f"{ctx.node.name}: resizing a dynamic spatial dim is not supported")
-    attrs: dict[str, Any] = {"mode": mode, "axes": list(range(2, 2 + len(spatial)))}
+    attrs: dict[str, Any] = {"mode": mode}
     if mode == "nearest":
         exact = nearest == "exact"
         attrs["coordinate_transformation_mode"] = "half_pixel" if exact else "asymmetric"
@@ -67,8 +70,14 @@ def _resize(ctx: LowerCtx, scales: Any, mode: str, align_corners: bool, nearest:
                 f"{onnx_out} in ONNX Resize",
                 hint="pass size= (or recompute_scale_factor=True) to interpolate",
             )
-        return _in_f32(ctx, "Resize", None, ctx.const(as_f32), **attrs)
-    return _in_f32(ctx, "Resize", None, None, ctx.const(list(out), _I64), **attrs)
+    elif all(o % s == 0 for o, s in zip(out, spatial, strict=True)):
+        # out / in is exact, so these scales sample where the sizes would
+        scales = [float(o // s) for o, s in zip(out, spatial, strict=True)]
+    else:
+        axes = list(range(2, 2 + len(spatial)))
+        return _in_f32(ctx, "Resize", None, None, ctx.const(list(out), _I64), axes=axes, **attrs)
+    every_dim = torch.tensor([1.0, 1.0, *scales], dtype=torch.float32)
+    return _in_f32(ctx, "Resize", None, ctx.const(every_dim), **attrs)
 
 
 def _in_f32(ctx: LowerCtx, op: str, *inputs: Value | None, **attrs: Any) -> Value:
