@@ -168,7 +168,8 @@ def _capture_and_lower(
             prune=prune,
             verify_each=verify_each,
             opset=opset,
-            example_inputs=_user_tensors(captured, args, kwargs) if verify_each else (),
+            # pruning measures how far the outputs moved on them, verify_each checks each pass
+            example_inputs=_user_tensors(captured, args, kwargs) if verify_each or prune else (),
         )
         stages["passes"] = (time.perf_counter() - t0) * 1e3
         if pass_stats is not None:

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"  {i:>2}  {name}")
     opt_in = [r["name"] for r in rows if not r["default"]]
     if opt_in:
-        con.print("opt-in (--passes NAMES; --prune R adds prune after fold_bn):")
+        con.print("opt-in (--passes NAMES; --prune R runs prune first):")
         for name in opt_in:
             con.print(f"      {name}")
     return EXIT_OK

@@ -136,7 +136,9 @@ def lower(
     metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
     """Lower a Captured graph to ONNX: user inputs become graph inputs (batch as ``dim_param``),
-    parameters, buffers and constants become initializers named after them."""
+    parameters, buffers and constants become initializers named after them. Intermediate
+    values get no ``value_info`` on purpose: with it, onnxruntime fuses Add + LayerNormalization
+    into SkipLayerNormalization, measured 7-20% slower on its CPU provider."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(
             f"opset {opset} is not supported",

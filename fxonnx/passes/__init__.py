@@ -2,7 +2,8 @@
 
 ``run_passes(captured, passes="default", skip=(), verify_each=False, example_inputs=(),
 prune=None)`` optimizes a copy of a Captured and returns it with one stats dict per pass;
-``compile``/``export`` call it (``passes=``, ``skip=``, ``prune=``, ``verify="each-pass"``).
+``compile``/``export`` call it (``passes=``, ``skip=``, ``prune=``; ``compile`` also takes
+``verify="each-pass"``).
 A pass is a ``Pass`` subclass with a ``name`` and ``run(ctx: PassContext) -> PassResult``
 (``_infra``); ``register`` makes it available by name, ``DEFAULT`` is the compiler's pipeline.
 

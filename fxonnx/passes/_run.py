@@ -77,9 +77,10 @@ def run_passes(
 
     ``passes``: "default" (``DEFAULT``), "none", or names/Pass instances; ``skip``: names to
     leave out. ``prune``: a ratio (or {layer name: ratio}) of conv/linear output channels to
-    remove by L1 norm (adds the ``prune`` pass first, while layers still carry their names). ``verify_each``: after every
-    pass that changed the graph, run it in torch on ``example_inputs`` (flat user tensors) and
-    compare with the unoptimized graph; a mismatch raises PassError naming the pass, the passes
+    remove by L1 norm (adds the ``prune`` pass first, while layers still carry their names;
+    its stats say how far the outputs on ``example_inputs`` moved). ``verify_each``: after
+    every pass that changed the graph, run it in torch on ``example_inputs`` (flat user
+    tensors) and compare with the unoptimized graph; a mismatch raises PassError naming the pass, the passes
     before it, and the first node whose value diverges. ``opset``: the ONNX opset the result
     will be lowered to (passes that only pay off with a newer op check it).
     """

@@ -73,6 +73,7 @@ def test_prune_is_reported(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "passes      1 run in" in text and "changed the graph: prune" in text
     assert "prune: 10 channels of 1 layer(s) removed, parameters 850 -> 440" in text
+    assert "outputs moved by up" in text  # measured on the example inputs, not only verify
     assert out.is_file()
     # verified against the pruned graph (pruning is lossy on purpose), so no --no-verify needed
     assert main(["export", "mlp", "-o", str(out), "--provider", "cpu", "--prune", "0.5"]) == 0
@@ -132,3 +133,4 @@ def test_passes_command(capsys) -> None:
     assert main(["passes"]) == 0
     text = capsys.readouterr().out
     assert f"   1  {DEFAULT[0]}" in text and "opt-in" in text and "prune" in text
+    assert "--prune R runs prune first" in text

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from fxonnx import UnsupportedOpError, models
+from fxonnx import models
 from fxonnx.capture import capture
 from fxonnx.export import lower
 from fxonnx.passes import run_passes
@@ -30,10 +30,7 @@ def test_default_passes_on_zoo_model(name: str) -> None:
     model, inputs = models.get(name, batch=2)
     info = models.info(name)
     captured = capture(model.eval(), inputs, batch_dims=info.batch_dims)
-    try:
-        plain = lower(captured)
-    except UnsupportedOpError as e:
-        pytest.skip(f"no lowering yet: {sorted({op.target for op in e.ops})}")
+    plain = lower(captured)
     optimized, stats = run_passes(captured, "default")
     proto = lower(optimized)
     onnx.checker.check_model(proto, full_check=True)
