@@ -27,7 +27,7 @@ class GraphBuilder:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         if parent is None:
-            self.initializers: list[onnx.TensorProto] = []
+            self.initializers: list[tuple[str, torch.Tensor]] = []  # written by write_initializers
             self.used: set[str] = set()
             self._const_cache: dict[tuple, str] = {}
             self.opset_domains: dict[str, int] = {}
@@ -57,8 +57,9 @@ class GraphBuilder:
         return name
 
     def add_initializer(self, name: str, tensor: torch.Tensor) -> str:
+        onnx_dtype(tensor.dtype)  # an unsupported dtype fails here, naming it
         self.claim(name)
-        self.root.initializers.append(tensor_proto(name, tensor))
+        self.root.initializers.append((name, tensor))
         return name
 
     def const(self, tensor: torch.Tensor, hint: str = "const") -> str:
@@ -69,7 +70,7 @@ class GraphBuilder:
         cache = self.root._const_cache
         if key not in cache:
             name = self.fresh(hint)
-            self.root.initializers.append(tensor_proto(name, t))
+            self.root.initializers.append((name, t))
             cache[key] = name
         return cache[key]
 
@@ -125,5 +126,11 @@ class GraphBuilder:
             node.input[:] = [new if i == old else i for i in node.input]
 
     def graph(self) -> onnx.GraphProto:
-        inits = self.root.initializers if self.parent is None else []
-        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, inits)
+        """The nodes, inputs and outputs; the root's initializers go in with write_initializers
+        once the graph is inside its model (``make_model`` copies the graph, and weights are
+        most of its bytes)."""
+        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs)
+
+    def write_initializers(self, graph: onnx.GraphProto) -> None:
+        for name, tensor in self.root.initializers:
+            tensor_proto(name, tensor, into=graph.initializer.add())

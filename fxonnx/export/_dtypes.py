@@ -43,10 +43,11 @@ def onnx_dtype(dtype: torch.dtype) -> int:
         raise ExportError(f"dtype {dtype} has no ONNX equivalent") from None
 
 
-def tensor_proto(name: str, tensor: torch.Tensor) -> TensorProto:
-    """Weights as raw little-endian bytes (bfloat16 included, which numpy lacks)."""
+def tensor_proto(name: str, tensor: torch.Tensor, into: TensorProto | None = None) -> TensorProto:
+    """Weights as raw little-endian bytes (bfloat16 included, which numpy lacks); written into
+    ``into`` when given (a slot of the model's initializer list: no copy of the weights)."""
     t = tensor.detach().cpu().contiguous()
-    proto = TensorProto()
+    proto = TensorProto() if into is None else into
     proto.name = name
     proto.data_type = onnx_dtype(t.dtype)
     proto.dims.extend(t.shape)

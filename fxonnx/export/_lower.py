@@ -171,6 +171,7 @@ def lower(
         producer_name="fxonnx",
         producer_version=__version__,
     )
+    builder.write_initializers(model.graph)
     props = {"fxonnx.batch": "dynamic" if captured.batch.dynamic else "static"}
     props.update(metadata or {})
     helper.set_model_props(model, props)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +48,7 @@ class PassResult:
     gm: fx.GraphModule
     modified: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    graph_hash: str = ""  # structural_hash after the pass; set by Pass.apply
 
 
 class Pass:
@@ -63,24 +64,30 @@ class Pass:
     def run(self, ctx: PassContext) -> PassResult:
         raise NotImplementedError
 
-    def apply(self, ctx: PassContext) -> PassResult:
+    def apply(self, ctx: PassContext, before: str | None = None) -> PassResult:
+        """Run the pass and check what it says against what it did. ``before``: the graph's
+        ``structural_hash`` when the caller knows it (a pipeline hands on the digest the last
+        pass left). An unchanged graph is neither linted nor recompiled again: its code is
+        still current, and recompiling every pass was half of the pipeline's time."""
         gm = ctx.gm
-        before = structural_hash(ctx.captured)
+        before = before or structural_hash(ctx.captured)
         result = self.run(ctx)
         if result.gm is not gm or ctx.gm is not gm:
             raise PassError(f"pass {self.name!r} returned a different graph module")
-        changed = structural_hash(ctx.captured) != before
+        after = structural_hash(ctx.captured)
+        changed = after != before
         if changed != result.modified:
             raise PassError(
                 f"pass {self.name!r} reported modified={result.modified} but the graph "
                 f"{'changed' if changed else 'did not change'}"
             )
-        try:
-            gm.graph.lint()
-        except Exception as e:
-            raise PassError(f"pass {self.name!r} left an invalid graph: {e}") from e
-        gm.recompile()
-        return result
+        if changed:
+            try:
+                gm.graph.lint()
+            except Exception as e:
+                raise PassError(f"pass {self.name!r} left an invalid graph: {e}") from e
+            gm.recompile()
+        return replace(result, graph_hash=after)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -149,6 +156,7 @@ class Pipeline:
         left at the fixed point)."""
         records = {p.name: _Record(p.name) for p in self.passes}
         ran: list[str] = []
+        digest = None
         for round_ in range(self.max_rounds):
             any_change = False
             for p in self.passes:
@@ -156,7 +164,7 @@ class Pipeline:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    result = p.apply(ctx)
+                    result = p.apply(ctx, digest)
                 except PassError:
                     raise
                 except Exception as e:
@@ -164,6 +172,7 @@ class Pipeline:
                         f"pass {p.name!r} failed: {type(e).__name__}: {e}"
                         + (f" (after passes {ran})" if ran else "")
                     ) from e
+                digest = result.graph_hash
                 rec = records[p.name]
                 rec.ms += (time.perf_counter() - t0) * 1e3
                 rec.rounds += 1

@@ -113,6 +113,20 @@ def test_pipeline_runs_to_a_fixed_point_within_max_rounds() -> None:
     assert stats[0]["rounds"] == 3 and stats[0]["stats"] == {"added": 3}
 
 
+def test_apply_recompiles_only_a_changed_graph_and_hands_on_its_digest() -> None:
+    ctx = PassContext(_captured())
+    code = ctx.gm.code
+    idle = CountDown(0).apply(ctx)
+    assert not idle.modified and ctx.gm.code is code  # unchanged: the compiled code stays
+    changed = CountDown(1).apply(ctx, idle.graph_hash)
+    assert changed.modified and "alias" in ctx.gm.code  # changed: recompiled
+    assert changed.graph_hash != idle.graph_hash
+    again = CountDown(0).apply(ctx, changed.graph_hash)
+    assert again.graph_hash == changed.graph_hash
+    with pytest.raises(PassError, match="modified=True.*did not change"):
+        Liar().apply(ctx, changed.graph_hash)
+
+
 class BreakRelu(Pass):
     """Deliberately wrong: relu -> sigmoid (keeps the node name)."""
 
