@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,6 +44,17 @@ def torch_onnx_export(name: str, model: torch.nn.Module, inputs: tuple) -> onnx.
     buf = io.BytesIO()
     onnx.save_model(program.model_proto, buf)
     return onnx.load_model_from_string(buf.getvalue())
+
+
+def optimized_node_count(model: onnx.ModelProto) -> int:
+    """Nodes left after onnxruntime's own optimizer (level ALL, CPU provider): what the session
+    really runs. Variants that end up with the same graph run the same kernels, so a latency gap
+    between them is noise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = session_options()
+        opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return len(onnx.load(opts.optimized_model_filepath).graph.node)
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

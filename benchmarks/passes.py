@@ -1,7 +1,8 @@
 """What the optimization passes buy: ONNX node count and onnxruntime latency per zoo model.
 
 Columns: fxonnx with ``passes="none"`` and ``passes="default"``, ``torch.onnx.export(dynamo=True)``
-and, when ``import onnxslim`` works, that export after ``onnxslim.slim``. Latency is the median
+and, when ``import onnxslim`` works, that export after ``onnxslim.slim``. "ORT nodes" counts the
+nodes onnxruntime's own optimizer leaves (what the session runs). Latency is the median
 of interleaved rounds (all variants of a model take turns each round), one session each with
 ``fxonnx.runtime.session_options()`` (graph optimization level ALL, no spinning), at batch 1
 and 16. onnxslim is not a dependency: install it somewhere throwaway and put it on PYTHONPATH,
@@ -23,7 +24,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import onnx  # noqa: E402
 import torch  # noqa: E402
-from _common import interleaved_latency, session, torch_onnx_export  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved_latency,
+    optimized_node_count,
+    session,
+    torch_onnx_export,
+)
 
 import fxonnx  # noqa: E402
 from fxonnx import models  # noqa: E402
@@ -73,9 +79,10 @@ def main() -> None:
     if onnxslim is None:
         print("note: onnxslim is not importable; its column is skipped\n")
     head = " | ".join(f"nodes {lb}" for lb in labels)
+    head += " | " + " | ".join(f"ORT nodes {lb}" for lb in labels)
     lat = " | ".join(f"{lb} ms @{b}" for b in batches for lb in labels)
     print(f"| model | {head} | {lat} |")
-    print("|---" + "|---:" * (len(labels) * (1 + len(batches))) + "|")
+    print("|---" + "|---:" * (len(labels) * (2 + len(batches))) + "|")
     t_start = time.perf_counter()
     for name in args.models.split(","):
         model, inputs = models.get(name, batch=2)
@@ -85,6 +92,9 @@ def main() -> None:
         for lb in labels:
             v = variants[lb]
             cells.append(str(len(v.graph.node)) if isinstance(v, onnx.ModelProto) else str(v))
+        for lb in labels:
+            v = variants[lb]
+            cells.append(str(optimized_node_count(v)) if isinstance(v, onnx.ModelProto) else "")
         ready = [lb for lb in labels if isinstance(variants[lb], onnx.ModelProto)]
         sessions = [session(variants[lb]) for lb in ready]
         times: dict[tuple[str, int], float] = {}
