@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from bundle_helpers import compiled_or_skip
+from bundle_helpers import compiled
 
 import fxonnx
 from fxonnx.bundle import BundleError, validate
@@ -177,7 +177,7 @@ def _entries(directory: Path) -> list[str]:
 
 
 def test_interrupted_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cm = compiled_or_skip("mlp")
+    cm = compiled("mlp")
 
     def crash(*args: object) -> str:
         raise OSError("disk full")
@@ -192,7 +192,7 @@ def test_interrupted_overwrite_keeps_the_old_bundle(
     bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = (bundle / "manifest.json").read_bytes()
-    cm = compiled_or_skip("mlp")
+    cm = compiled("mlp")
     real = write_module._write_text
     calls = []
 
@@ -212,7 +212,7 @@ def test_interrupted_overwrite_keeps_the_old_bundle(
 
 
 def test_overwrite_needs_permission(bundle: Path) -> None:
-    cm = compiled_or_skip("mlp")
+    cm = compiled("mlp")
     with pytest.raises(BundleError, match="already exists"):
         cm.save_bundle(bundle)
     assert fxonnx.load(bundle).input_names == ["x"]
@@ -228,7 +228,7 @@ def test_overwrite_never_replaces_a_directory_that_is_not_a_bundle(tmp_path: Pat
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
     with pytest.raises(BundleError, match="not a bundle"):
-        compiled_or_skip("mlp").save_bundle(tmp_path / "photos", overwrite=True)
+        compiled("mlp").save_bundle(tmp_path / "photos", overwrite=True)
     assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"meow"
 
 

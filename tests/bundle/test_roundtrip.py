@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import compiled, compiled_or_skip
+from bundle_helpers import compiled
 
 import fxonnx
 from fxonnx import models
@@ -49,8 +49,6 @@ def zoo_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[lis
     jobs, expected = {}, {}
     for name in models.names():
         cm = compiled(name)
-        if isinstance(cm, fxonnx.UnsupportedOpError):
-            continue
         _, inputs = models.get(name, batch=3, seed=1)
         paths = []
         for i, t in enumerate(inputs):
@@ -82,7 +80,6 @@ def zoo_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[lis
 
 @pytest.mark.parametrize("name", models.names())
 def test_zoo_bundle_round_trip_without_torch(name: str, zoo_results: dict) -> None:
-    compiled_or_skip(name)
     want, got = zoo_results[name]
     assert len(got) == len(want)
     for i, (w, g) in enumerate(zip(want, got, strict=True)):
@@ -92,7 +89,7 @@ def test_zoo_bundle_round_trip_without_torch(name: str, zoo_results: dict) -> No
 
 def test_torch_tensors_in_give_torch_tensors_out(bundle: Path) -> None:
     model = fxonnx.load(bundle)
-    cm = compiled_or_skip("mnist_cnn")
+    cm = compiled("mnist_cnn")
     x = torch.randn(4, 1, 16, 16)
     out = model(x)
     assert isinstance(out["output"], torch.Tensor) and out[0] is out["output"]
@@ -102,7 +99,7 @@ def test_torch_tensors_in_give_torch_tensors_out(bundle: Path) -> None:
 
 
 def test_manifest_and_model_card_describe_the_model(tmp_path: Path) -> None:
-    cm = compiled_or_skip("mlp")
+    cm = compiled("mlp")
     bench = {"median_ms": 0.12, "batch": 8}
     directory = cm.save_bundle(tmp_path / "mlp", benchmark=bench)
     manifest = json.loads((directory / "manifest.json").read_text())

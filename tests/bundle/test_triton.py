@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import compiled_or_skip
+from bundle_helpers import compiled
 
 import fxonnx
 from fxonnx.bundle import BundleError
@@ -64,7 +64,7 @@ def _flat(values: list) -> list:
 
 @pytest.mark.parametrize("name", ["mnist_cnn", "unet_small", "mlp"])
 def test_batched_config_matches_signature(tmp_path: Path, name: str) -> None:
-    cm = compiled_or_skip(name)
+    cm = compiled(name)
     target = cm.save_bundle(tmp_path / "repo", fmt="triton", name=name, max_batch_size=16)
     assert target == tmp_path / "repo" / name
     assert (target / "1" / "model.onnx").is_file()
@@ -104,7 +104,7 @@ def test_static_batch_keeps_full_dims_and_gpu_kind(tmp_path: Path) -> None:
 
 
 def test_triton_entry_is_not_overwritten_silently(tmp_path: Path) -> None:
-    cm = compiled_or_skip("mlp")
+    cm = compiled("mlp")
     cm.save_bundle(tmp_path, fmt="triton", name="m")
     with pytest.raises(BundleError, match="already exists"):
         cm.save_bundle(tmp_path, fmt="triton", name="m")

@@ -82,8 +82,7 @@ class Attention(nn.Module):
 @pytest.mark.parametrize("scaled", [True, False])
 def test_fuse_attention_fires_for_the_opset_23_attention_op(scaled: bool) -> None:
     model, make = Attention(scaled=scaled), randn(5, 8)
-    if not lowerable(aten.scaled_dot_product_attention.default):
-        pytest.skip("the exporter has no scaled_dot_product_attention rule yet")
+    assert lowerable(aten.scaled_dot_product_attention.default)
     before, after, stats = optimize(model, make, ["fuse_attention"], opset=23)
     assert stats["fuse_attention"] == {"fused": 1}
     assert aten.scaled_dot_product_attention.default in call_targets(after)

@@ -13,7 +13,7 @@ from torch import nn
 from training_helpers import RTOL, assert_step_matches, step_errors
 
 import fxonnx
-from fxonnx import ExportError, UnsupportedOpError
+from fxonnx import ExportError
 from fxonnx.models import get
 from fxonnx.training import TrainingSession
 
@@ -52,10 +52,7 @@ def _check_zoo(name: str, batches: tuple[int, int], tmp_path) -> None:  # noqa: 
     model = _no_dropout(model.train())
     target = _target(model, inputs, 0)
     path = tmp_path / f"{name}.onnx"
-    try:
-        fxonnx.export_training(model, _loss, tuple(inputs), target, path)
-    except UnsupportedOpError as e:
-        pytest.skip(f"forward lowering missing (being added by others): {e}")
+    fxonnx.export_training(model, _loss, tuple(inputs), target, path)
     session = TrainingSession(path)
     for batch in batches:
         _, xs = get(name, batch=batch)
@@ -181,12 +178,7 @@ def test_multiple_inputs_and_targets() -> None:
     model = Two()
     xs = (torch.randn(4, 3), torch.randn(4, 5))
     ts = (torch.randn(4, 2), torch.randn(4, 2))
-    try:
-        session = TrainingSession(
-            fxonnx.export_training(model, loss_fn, xs, ts).SerializeToString()
-        )
-    except UnsupportedOpError as e:
-        pytest.skip(str(e))
+    session = TrainingSession(fxonnx.export_training(model, loss_fn, xs, ts).SerializeToString())
     assert session.signature["inputs"] == ["input.0", "input.1"]
     assert_step_matches(session, model, loss_fn, xs, ts)
 
