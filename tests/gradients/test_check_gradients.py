@@ -55,6 +55,40 @@ def test_float64_gradcheck() -> None:
     assert all(c.rtol == 1e-7 for c in report.checks if c.kind == "grad" and c.name != "gradcheck")
 
 
+class _SkewedGrad(torch.autograd.Function):
+    """Identity forward, the true gradient 5% too large backward: a wrong derivative to catch."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return 1.05 * grad
+
+
+def test_gradcheck_catches_a_wrong_gradient_of_one_small_tensor(monkeypatch) -> None:
+    """All tensors are checked as one vector: the smallest one (the last bias, 30 of the
+    mlp's 860 numbers) must still carry enough of the random direction to fail."""
+    from fxonnx.verify import _gradients
+
+    real = _gradients._graph_forward
+    bias = "fc2.bias"
+
+    def skewed_bias_grad(captured, params, user):  # noqa: ANN001, ANN202
+        params = {**params, bias: _SkewedGrad.apply(params[bias])}
+        return real(captured, params, user)
+
+    model, (x,) = get("mlp", batch=2)
+    model = model.double()
+    good = fxonnx.check_gradients(model, x.double(), dtype=torch.float64, passes="none")
+    assert next(c for c in good.checks if c.name == "gradcheck").ok
+    monkeypatch.setattr(_gradients, "_graph_forward", skewed_bias_grad)
+    captured = fxonnx.capture.capture(model, (x.double(),))
+    check = _gradients._gradcheck(captured, [x.double()])
+    assert not check.ok and "Jacobian mismatch" in check.note
+
+
 class _Centered(nn.Module):
     """The bias cancels in the centering: its gradient is analytically zero (rounding noise)."""
 
