@@ -226,9 +226,7 @@ def _gradcheck(optimized: Captured, user: list[torch.Tensor]) -> Check:
 
     def fn(vector: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pieces = torch.split(vector, [t.numel() for t in tensors])
-        xs = [
-            t + s * p.view(t.shape) for t, s, p in zip(tensors, scales, pieces, strict=True)
-        ]
+        xs = [t + s * p.view(t.shape) for t, s, p in zip(tensors, scales, pieces, strict=True)]
         ps = dict(zip(names, xs[: len(names)], strict=True))
         u = list(user)
         for i, x in zip(float_user, xs[len(names) :], strict=True):
