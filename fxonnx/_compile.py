@@ -208,6 +208,36 @@ def _fold_lowered_constants(onnx_model: onnx.ModelProto, stats: list[dict]) -> N
         entry["stats"]["onnx_folded"] = folded
 
 
+def _target_provider(provider: str) -> str:
+    """The provider the session will really run on ("auto" resolved, with its one warning)."""
+    from .runtime._providers import CUDA, resolve
+
+    return "cuda" if resolve(provider)[0] == CUDA else "cpu"
+
+
+def _fuse_for_provider(
+    onnx_model: onnx.ModelProto, provider: str, passes: Any, skip: Any, stats: list[dict]
+) -> None:
+    """The ``stage="onnx"`` pass ``fuse_activation``, when chosen, on the lowered model."""
+    from .passes import resolve
+
+    if not any(p.name == "fuse_activation" for p in resolve(passes, skip)):
+        return
+    from .export import fuse_activations
+
+    t0 = time.perf_counter()
+    result = fuse_activations(onnx_model, provider)
+    stats.append(
+        {
+            "name": "fuse_activation",
+            "rounds": 1,
+            "modified": bool(result.get("fused")),
+            "ms": round((time.perf_counter() - t0) * 1e3, 3),
+            "stats": result,
+        }
+    )
+
+
 def _user_tensors(captured: Captured, args: Any, kwargs: dict | None) -> list[torch.Tensor]:
     """The example's tensor leaves, in ``captured.user_inputs`` order."""
     if not isinstance(args, tuple):
@@ -265,8 +295,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         verify_each=verify == "each-pass",
         pass_stats=pass_stats,
     )
+    target = _target_provider(provider)
+    _fuse_for_provider(onnx_model, target, passes, skip, pass_stats)
     t0 = time.perf_counter()
-    session = Session(onnx_model.SerializeToString(), provider=provider)
+    session = Session(onnx_model.SerializeToString(), provider=target)
     stages["session"] = (time.perf_counter() - t0) * 1e3
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
     compiled = CompiledModel(captured, onnx_model, session, report)

@@ -124,6 +124,12 @@ def summary(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _onnx(name: str) -> bool:
+    from ..passes import get_pass
+
+    return get_pass(name).stage == "onnx"
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "passes",
@@ -155,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     con = stdout()
     con.print("default pipeline (in this order, repeated until nothing changes):")
     for i, name in enumerate(DEFAULT, 1):
-        con.print(f"  {i:>2}  {name}")
+        after = "  (once, on the lowered model, for the CPU provider)" if _onnx(name) else ""
+        con.print(f"  {i:>2}  {name}{after}")
     opt_in = [r["name"] for r in rows if not r["default"]]
     if opt_in:
         con.print("opt-in (--passes NAMES; --prune R runs prune first):")

@@ -86,10 +86,25 @@ def _fix_dynamic(model: onnx.ModelProto, value: int) -> onnx.ModelProto:
     return fixed
 
 
+_UNFUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm"}  # onnxruntime contrib ops (fuse_activation)
+
+
+def _unfuse(model: onnx.ModelProto) -> None:
+    """onnxruntime's FusedConv/FusedGemm as plain Conv/Gemm, in place: ONNX shape inference
+    knows only the standard ops, and the activation adds no multiply-adds."""
+    for node in model.graph.node:
+        if node.domain == "com.microsoft" and node.op_type in _UNFUSED:
+            node.domain, node.op_type = "", _UNFUSED[node.op_type]
+            kept = [a for a in node.attribute if not a.name.startswith("activation")]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+
+
 def flops(model: onnx.ModelProto, batch: int = 1) -> tuple[int, list[str]]:
     """Estimated FLOPs (2 per multiply-add) of Conv, ConvTranspose, Gemm and MatMul with the
     dynamic dims set to ``batch``; the list names nodes whose shapes could not be inferred."""
     fixed = _fix_dynamic(model, batch)
+    _unfuse(fixed)
     try:
         inferred = shape_inference.infer_shapes(fixed, data_prop=True)
     except Exception:  # noqa: BLE001 - an estimate: fall back to what the file already says

@@ -7,6 +7,7 @@ from typing import Any
 from ._ctx import LowerCtx
 from ._fallback import require_torch_onnx
 from ._fold import fold_initializer_nodes
+from ._fuse_activation import fuse_activations
 from ._lower import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_supported, lower
 from ._registry import lowers, one_to_one, registered
 from ._save import save_model
@@ -18,6 +19,7 @@ __all__ = [
     "LowerCtx",
     "check_supported",
     "fold_initializer_nodes",
+    "fuse_activations",
     "lower",
     "lowers",
     "one_to_one",

@@ -55,11 +55,13 @@ class Pass:
     """Base class: subclasses set ``name`` and implement ``run``. ``once = True`` passes run only
     in the first round of a pipeline (they are not idempotent, e.g. ratio pruning); ``lossy =
     True`` passes change the outputs on purpose, so per-pass verification re-bases its reference
-    after them instead of failing."""
+    after them instead of failing. ``stage = "onnx"`` passes rewrite the lowered model for a
+    provider: ``run_passes`` leaves them out of the ATen pipeline and ``compile`` applies them."""
 
     name: ClassVar[str] = ""
     once: ClassVar[bool] = False
     lossy: ClassVar[bool] = False
+    stage: ClassVar[str] = "aten"
 
     def run(self, ctx: PassContext) -> PassResult:
         raise NotImplementedError

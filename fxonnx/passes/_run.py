@@ -33,6 +33,7 @@ DEFAULT: tuple[str, ...] = (
     "dedup_weights",
     "prune_zero",
     "dce",
+    "fuse_activation",  # stage "onnx": on the lowered model, in compile, for its provider
 )
 
 
@@ -84,7 +85,7 @@ def run_passes(
     before it, and the first node whose value diverges. ``opset``: the ONNX opset the result
     will be lowered to (passes that only pay off with a newer op check it).
     """
-    chosen = resolve(passes, skip)
+    chosen = [p for p in resolve(passes, skip) if p.stage == "aten"]
     if prune:
         from .prune import PruneChannels
 

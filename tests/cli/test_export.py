@@ -123,6 +123,26 @@ def test_inspect_conv_flops(tmp_path: Path, capsys) -> None:
     assert data["flops_batch1"] == 2 * (8 * 16 * 16) * (3 * 3 * 3)
 
 
+def test_inspect_counts_fused_conv_and_gemm_like_the_plain_ops(tmp_path: Path, capsys) -> None:
+    """fuse_activation writes onnxruntime's FusedConv/FusedGemm; ONNX shape inference does not
+    know them, so the FLOP estimate must still see a Conv and a Gemm."""
+    out = tmp_path / "cnn.onnx"
+    assert main(["export", "simple_cnn", "-o", str(out), "--provider", "cpu"]) == 0
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert "FusedConv" in ops
+    plain = tmp_path / "plain.onnx"
+    argv = ["export", "simple_cnn", "-o", str(plain), "--provider", "cpu"]
+    assert main([*argv, "--skip", "fuse_activation"]) == 0
+    capsys.readouterr()
+    flops = []
+    for path in (out, plain):
+        assert main(["inspect", str(path), "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert not data["flops_unknown_nodes"]
+        flops.append(data["flops_batch1"])
+    assert flops[0] == flops[1] > 0
+
+
 def test_models(capsys) -> None:
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

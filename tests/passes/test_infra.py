@@ -59,7 +59,8 @@ def test_run_passes_leaves_the_input_captured_alone() -> None:
     out, stats = run_passes(c)
     assert [n.format_node() for n in c.gm.graph.nodes] == before
     assert len(list(out.gm.graph.nodes)) < len(before)
-    assert [s["name"] for s in stats] == list(DEFAULT)
+    # fuse_activation rewrites the lowered model in compile, for its provider
+    assert [s["name"] for s in stats] == [n for n in DEFAULT if n != "fuse_activation"]
     assert all({"name", "rounds", "modified", "ms", "stats"} <= set(s) for s in stats)
 
 
