@@ -1,6 +1,7 @@
 """What the optimization passes buy: ONNX node count and onnxruntime latency per zoo model.
 
-Columns: fxonnx with ``passes="none"`` and ``passes="default"``, ``torch.onnx.export(dynamo=True)``
+Columns: fxonnx with ``passes="none"`` and ``passes="default"`` (the model ``fxonnx.compile``
+runs on the CPU, so with ``fuse_activation``), ``torch.onnx.export(dynamo=True)``
 and, when ``import onnxslim`` works, that export after ``onnxslim.slim``. "ORT nodes" counts the
 nodes onnxruntime's own optimizer leaves (what the session runs). Latency is the median
 of interleaved rounds (all variants of a model take turns each round), one session each with
@@ -46,7 +47,10 @@ def _variants(name: str, model: torch.nn.Module, inputs: tuple) -> dict[str, obj
     out: dict[str, object] = {}
     for label, passes in (("none", "none"), ("default", "default")):
         try:
-            out[label] = fxonnx.export(model, inputs, batch_dims=info.batch_dims, passes=passes)
+            compiled = fxonnx.compile(
+                model, inputs, provider="cpu", batch_dims=info.batch_dims, passes=passes
+            )
+            out[label] = compiled.onnx_model
         except fxonnx.FxonnxError as e:
             out[label] = f"{type(e).__name__}"
     try:
