@@ -93,7 +93,8 @@ def export_training(
     """Write an ONNX training step for ``model`` under ``loss_fn(model(*inputs), *targets)``.
 
     Graph inputs: every parameter and buffer (by name), with an optimizer its state
-    (``momentum_buffer.<p>``, ``exp_avg.<p>``, ``exp_avg_sq.<p>``, ``step``) and ``lr``, then
+    (``momentum_buffer.<p>``, ``exp_avg.<p>``, ``exp_avg_sq.<p>``, and ``step`` for Adam and
+    for SGD with momentum, whose first step copies the gradient) and ``lr``, then
     ``input``/``input.<i>`` and ``target``/``target.<i>`` with a dynamic batch (``batch_dims``:
     the batch dim per input; by default dim 0 of the first input, and for the other inputs
     and the targets the first dim of that size).
