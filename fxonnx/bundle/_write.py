@@ -105,7 +105,10 @@ def save_bundle(
 def _check_target(target: Path, overwrite: bool, marker: str) -> None:
     if not target.exists() and not target.is_symlink():
         if not target.parent.is_dir():
-            raise BundleError(f"directory {target.parent} does not exist")
+            raise BundleError(
+                f"directory {target.parent} does not exist",
+                hint=f"create it first (mkdir -p {target.parent}) or choose another path",
+            )
         return
     if not overwrite:
         raise BundleError(

@@ -224,6 +224,13 @@ def test_overwrite_needs_permission(bundle: Path) -> None:
     assert _entries(bundle.parent) == ["b"]
 
 
+def test_missing_parent_directory_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="does not exist") as info:
+        compiled("mlp").save_bundle(tmp_path / "no" / "such" / "b")
+    assert "mkdir -p" in str(info.value)
+    assert _entries(tmp_path) == []
+
+
 def test_overwrite_never_replaces_a_directory_that_is_not_a_bundle(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
