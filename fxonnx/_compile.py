@@ -219,9 +219,9 @@ def _fuse_for_provider(
     onnx_model: onnx.ModelProto, provider: str, passes: Any, skip: Any, stats: list[dict]
 ) -> None:
     """The ``stage="onnx"`` pass ``fuse_activation``, when chosen, on the lowered model."""
-    from .passes import resolve
+    from .passes import chooses
 
-    if not any(p.name == "fuse_activation" for p in resolve(passes, skip)):
+    if not chooses(passes, skip, "fuse_activation"):
         return
     from .export import fuse_activations
 

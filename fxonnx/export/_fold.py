@@ -8,6 +8,8 @@ one go by onnx's reference evaluator, and only when the initializers do not grow
 
 from __future__ import annotations
 
+import math
+
 import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -88,7 +90,4 @@ def _copy(message):
 
 
 def _numel(t: onnx.TensorProto) -> int:
-    n = 1
-    for d in t.dims:
-        n *= d
-    return n
+    return math.prod(t.dims)

@@ -89,9 +89,10 @@ def _clip_bounds(act: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> lis
             bounds.append(default)
             continue
         tensor = inits.get(name)
-        if tensor is None or numpy_helper.to_array(tensor).size != 1:
+        value = None if tensor is None else numpy_helper.to_array(tensor)
+        if value is None or value.size != 1:
             return None
-        bounds.append(float(numpy_helper.to_array(tensor).reshape(())))
+        bounds.append(float(value.reshape(())))
     return bounds
 
 

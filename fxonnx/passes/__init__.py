@@ -45,7 +45,7 @@ from ._infra import (
     structural_hash,
     unregister,
 )
-from ._run import DEFAULT, GraphReference, copy_captured, resolve, run_passes
+from ._run import DEFAULT, GraphReference, chooses, copy_captured, resolve, run_passes
 
 __all__ = [
     "DEFAULT",
@@ -55,6 +55,7 @@ __all__ = [
     "PassResult",
     "Pipeline",
     "available_passes",
+    "chooses",
     "copy_captured",
     "get_pass",
     "register",

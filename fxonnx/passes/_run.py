@@ -63,6 +63,11 @@ def resolve(passes: str | Sequence[str | Pass], skip: Sequence[str] = ()) -> lis
     return [p for p in chosen if p.name not in set(skip)]
 
 
+def chooses(passes: str | Sequence[str | Pass], skip: Sequence[str], name: str) -> bool:
+    """Whether ``passes`` minus ``skip`` includes the pass ``name``."""
+    return any(p.name == name for p in resolve(passes, skip))
+
+
 def run_passes(
     captured: Captured,
     passes: str | Sequence[str | Pass] = "default",
@@ -81,8 +86,8 @@ def run_passes(
     remove by L1 norm (adds the ``prune`` pass first, while layers still carry their names;
     its stats say how far the outputs on ``example_inputs`` moved). ``verify_each``: after
     every pass that changed the graph, run it in torch on ``example_inputs`` (flat user
-    tensors) and compare with the unoptimized graph; a mismatch raises PassError naming the pass, the passes
-    before it, and the first node whose value diverges. ``opset``: the ONNX opset the result
+    tensors) and compare with the unoptimized graph; a mismatch raises PassError naming the
+    pass, the passes before it, and the first node whose value diverges. ``opset``: the ONNX opset the result
     will be lowered to (passes that only pay off with a newer op check it).
     """
     chosen = [p for p in resolve(passes, skip) if p.stage == "aten"]

@@ -76,12 +76,6 @@ def _prepare(
     return m, a, k, captured, optimized, stats
 
 
-def _runs_const_fold(passes: Any, skip: Sequence[str]) -> bool:
-    from ..passes import resolve
-
-    return any(p.name == "const_fold" for p in resolve(passes, skip))
-
-
 def _graph_forward(captured: Captured, params: dict[str, torch.Tensor], user: list) -> list:
     args = [params.get(s.name, captured.state.get(s.name)) for s in captured.state_inputs]
     out = captured.gm(*args, *user)
@@ -266,6 +260,7 @@ def check_gradients(
     it): the folds before it are computations on the original parameters, which const_fold then
     bakes into constants for inference, so holding it back keeps every parameter's gradient
     comparable. The ONNX directional check runs the pipeline as given, const_fold included."""
+    from ..passes import chooses
     from ._directional import directional_checks
 
     if not isinstance(args, tuple):
@@ -273,7 +268,7 @@ def check_gradients(
     kwargs = dict(kwargs or {})
     t0 = time.perf_counter()
     grad_skip = list(skip)
-    held_back = not bake_constants and passes != "none" and _runs_const_fold(passes, skip)
+    held_back = not bake_constants and chooses(passes, skip, "const_fold")
     if held_back:
         grad_skip.append("const_fold")
     m, a, k, captured, optimized, stats = _prepare(model, args, kwargs, dtype, passes, grad_skip)
