@@ -12,8 +12,9 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from ._dimexpr import evaluate, is_name
 from ._errors import InputError, UnsupportedOpError
-from .capture import Captured, ConstantLeaf, capture, resolve_dim
+from .capture import Captured, ConstantLeaf, capture
 from .export import DEFAULT_OPSET, lower, save_model
 from .runtime import Session
 from .verify import Report
@@ -73,14 +74,14 @@ class CompiledModel:
         return tensors
 
     def _output_shapes(self, tensors: list[torch.Tensor]) -> list[tuple[int, ...]] | None:
-        info = self.captured.batch
-        batch = None
-        for t, d in zip(tensors, info.dims, strict=True):
-            if d is not None:
-                batch = t.shape[d]
+        env: dict[str, int] = {}
+        for t, spec in zip(tensors, self.captured.user_inputs, strict=True):
+            for size, dim in zip(t.shape, spec.shape, strict=False):
+                if is_name(dim):
+                    env[dim] = int(size)
         shapes = []
         for spec in self.captured.outputs:
-            dims = [resolve_dim(d, batch) for d in spec.shape]
+            dims = [evaluate(d, env) for d in spec.shape]
             if None in dims:
                 return None
             shapes.append(tuple(dims))
@@ -136,6 +137,7 @@ def _capture_and_lower(
     kwargs: dict | None,
     *,
     opset: int,
+    dynamic_dims: Any,
     batch_dims: Any,
     dynamic: bool,
     fallback: str | None,
@@ -153,7 +155,9 @@ def _capture_and_lower(
         if was_training:
             notes.append("model was in training mode; captured in eval mode")
         t0 = time.perf_counter()
-        captured = capture(model, args, kwargs, batch_dims=batch_dims, dynamic=dynamic)
+        captured = capture(
+            model, args, kwargs, dynamic_dims=dynamic_dims, batch_dims=batch_dims, dynamic=dynamic
+        )
         stages["capture"] = (time.perf_counter() - t0) * 1e3
     notes += captured.notes
     stats: list[dict] = []
@@ -258,7 +262,8 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     provider: str = "auto",
     opset: int = DEFAULT_OPSET,
     verify: bool | str = True,
-    batch_dims: Any = "auto",
+    dynamic_dims: Any = "auto",
+    batch_dims: Any = None,
     dynamic: bool = True,
     fallback: str | None = None,
     passes: str | list[str] = "default",
@@ -269,8 +274,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
 
     ``provider``: "cpu", "cuda" or "auto" (CUDA when it really works, else the CPU with one
     warning). ``verify`` (default) compares the compiled model with eager on the example inputs
-    and, with a dynamic batch, at a second batch size; a mismatch raises VerificationError.
-    ``batch_dims``/``dynamic`` choose the dynamic batch (see ``fxonnx.capture.capture``).
+    and at a second value of every dynamic dim; a mismatch raises VerificationError.
+    ``dynamic_dims`` names the dims that may vary: "auto" (the batch), "all", None (static) or
+    ``{"input_ids": {0: "batch", 1: "seq"}}``; ``batch_dims`` and ``dynamic=False`` are
+    shorthands (see ``fxonnx.capture.capture``).
     ``fallback="torch.onnx"`` hands graphs with unsupported ops to ``torch.onnx.export``.
     ``passes`` ("default", "none" or pass names, see ``fxonnx.passes.available_passes()``) minus
     ``skip`` optimize the graph first; ``prune`` (a ratio or {layer: ratio}) removes that share
@@ -286,6 +293,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         args,
         kwargs,
         opset=opset,
+        dynamic_dims=dynamic_dims,
         batch_dims=batch_dims,
         dynamic=dynamic,
         fallback=fallback,
@@ -324,7 +332,8 @@ def export(
     kwargs: dict | None = None,
     *,
     opset: int = DEFAULT_OPSET,
-    batch_dims: Any = "auto",
+    dynamic_dims: Any = "auto",
+    batch_dims: Any = None,
     dynamic: bool = True,
     fallback: str | None = None,
     external_data: bool | None = None,
@@ -339,6 +348,7 @@ def export(
         args,
         kwargs,
         opset=opset,
+        dynamic_dims=dynamic_dims,
         batch_dims=batch_dims,
         dynamic=dynamic,
         fallback=fallback,

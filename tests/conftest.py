@@ -38,12 +38,12 @@ def assert_onnx_matches(
     module = module.eval()
     example = make_inputs(batches[0])
     captured = capture(module, example, batch_dims=batch_dims, dynamic=dynamic)
-    assert captured.batch.dynamic == dynamic, f"batch is static: {captured.batch.reason}"
+    assert captured.shapes.dynamic == dynamic, f"dims are static: {captured.notes}"
     model = lower(captured)
     if check:
         onnx.checker.check_model(model, full_check=True)
     session = _session(model)
-    for batch in batches if captured.batch.dynamic else batches[:1]:
+    for batch in batches if captured.shapes.dynamic else batches[:1]:
         inputs = make_inputs(batch)
         with torch.no_grad():
             expected = [

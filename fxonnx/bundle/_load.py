@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .._dimexpr import bind
 from .._errors import InputError
 from ..runtime import Session
 from ._errors import BundleError
@@ -80,7 +81,6 @@ class BundleModel:
 
     def validate(self, arrays: Sequence[np.ndarray]) -> None:
         """Raise InputError naming the first input that does not fit the manifest."""
-        sizes: dict[str, tuple[int, str]] = {}
         for spec, arr in zip(self.manifest["inputs"], arrays, strict=True):
             name, want = spec["name"], spec["shape"]
             if arr.dtype.name != spec["dtype"]:
@@ -93,28 +93,12 @@ class BundleModel:
                     f"input {name!r} has {arr.ndim} dims {list(arr.shape)}, expected "
                     f"{len(want)} {want}"
                 )
-            for d, (got, dim) in enumerate(zip(arr.shape, want, strict=True)):
-                if isinstance(dim, int) and got != dim:
-                    raise InputError(
-                        f"input {name!r} dim {d} is {got}, expected {dim} (shape {want})",
-                        hint="this dim is static in the exported graph",
-                    )
-                if isinstance(dim, str):
-                    base, _, factor = dim.partition("*")
-                    k = int(factor) if factor.isdigit() else 1
-                    if got % k:
-                        raise InputError(
-                            f"input {name!r} dim {d} is {got}, not a multiple of {k} ({dim})"
-                        )
-                    key = base if factor.isdigit() else dim
-                    size = got // k
-                    if key in sizes and sizes[key][0] != size:
-                        raise InputError(
-                            f"input {name!r} has {key} size {size} (dim {d}) but input "
-                            f"{sizes[key][1]!r} has {sizes[key][0]}",
-                            hint=f"every input must share one {key} size per call",
-                        )
-                    sizes[key] = (size, name)
+        bind(
+            [s["name"] for s in self.manifest["inputs"]],
+            [s["shape"] for s in self.manifest["inputs"]],
+            [a.shape for a in arrays],
+            self.manifest.get("dynamic_dims"),
+        )
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """numpy arrays in input order -> numpy outputs in output order."""

@@ -18,8 +18,8 @@ from typing import Any
 from ._errors import BundleError
 
 FORMAT = "fxonnx.bundle"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+FORMAT_VERSION = 2  # 2: per-name dynamic_dims replace the single batch
+SUPPORTED_VERSIONS = frozenset({2})
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
 

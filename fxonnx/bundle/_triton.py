@@ -1,6 +1,6 @@
 """Triton Inference Server ``config.pbtxt`` for the onnxruntime backend, from a manifest.
 
-With the batch dynamic at dim 0 of every input and output, Triton owns that dim:
+With a dynamic dim named ``batch`` at dim 0 of every input and output, Triton owns that dim:
 ``max_batch_size`` > 0 and the dims listed leave it out. Otherwise ``max_batch_size: 0`` and
 the full dims. Other dynamic dims are -1.
 """
@@ -31,7 +31,7 @@ TRITON_TYPES = {
 def batched(manifest: dict[str, Any]) -> bool:
     """Whether Triton may batch: a dynamic batch at dim 0 of every input and output."""
     tensors = manifest["inputs"] + manifest["outputs"]
-    return manifest["batch"]["dynamic"] and all(
+    return "batch" in manifest["dynamic_dims"] and all(
         t["shape"] and t["shape"][0] == "batch" for t in tensors
     )
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import onnx
 
+from .._dimexpr import describe
 from .._version import __version__
 from ._errors import BundleError
 from ._manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256, validate
@@ -247,7 +248,7 @@ def _manifest(
             f"model's {want}"
         )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    batch = compiled.captured.batch
+    shapes = compiled.captured.shapes
     report = compiled.report.to_dict()
     if benchmark is not None:
         try:
@@ -270,17 +271,28 @@ def _manifest(
         },
         "inputs": inputs,
         "outputs": _signature(graph.output),
-        "batch": {
-            "dynamic": batch.dynamic,
-            "example": batch.example,
-            "dims": list(batch.dims),
-            "reason": batch.reason,
+        "dynamic_dims": {
+            s.name: {
+                "example": s.example,
+                **s.constraint(),
+                "uses": [list(u) for u in s.uses],
+            }
+            for s in shapes.symbols
         },
         "passes": list(report.get("passes", [])),
         "verification": report,
         "benchmark": benchmark,
         "files": {},
     }
+
+
+def _dims_card(manifest: dict[str, Any]) -> list[str]:
+    dims = manifest.get("dynamic_dims") or {}
+    if not dims:
+        return ["Every dim is static."]
+    lines = ["A named dim takes any size the graph supports, the same for every tensor in a call:"]
+    lines += [f"- `{n}`: {describe(n, c)}" for n, c in dims.items()]
+    return lines
 
 
 def _show_shape(shape: list[Any]) -> str:
@@ -319,7 +331,7 @@ def model_card(manifest: dict[str, Any]) -> str:
             for t in manifest["outputs"]
         ),
         "",
-        "Dims named `batch` take any size, the same for every tensor in one call.",
+        *_dims_card(manifest),
         "",
         "## Verification",
         "",

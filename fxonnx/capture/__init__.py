@@ -1,14 +1,19 @@
 """nn.Module + example inputs -> Captured (an ATen-level fx.GraphModule with shapes and names)."""
 
-from ._captured import BatchInfo, Captured, ConstantLeaf, TensorSpec, resolve_dim, user_source
+from ._captured import Captured, ConstantLeaf, DimSymbol, Shapes, TensorSpec, user_source
+from ._symbolic import same_dim, same_shape, size_hint, static_dim
 from ._trace import capture
 
 __all__ = [
-    "BatchInfo",
     "Captured",
     "ConstantLeaf",
+    "DimSymbol",
+    "Shapes",
     "TensorSpec",
     "capture",
-    "resolve_dim",
+    "same_dim",
+    "same_shape",
+    "size_hint",
+    "static_dim",
     "user_source",
 ]

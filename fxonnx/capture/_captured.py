@@ -1,9 +1,10 @@
 """What capture hands to the passes and the exporter: an ATen graph plus its signature.
 
 Graph metadata (documented keys, see STYLE.md rule 3):
-- ``node.meta["val"]``: a FakeTensor (or tuple of them, or a SymInt/int) from tracing. When the batch
-  is dynamic, batch dims in it hold the sentinel size ``Captured.batch.sentinel``; use
-  ``Captured.dims(val)`` to read them as ``"batch"`` expressions.
+- ``node.meta["val"]``: a FakeTensor (or tuple of them, or a SymInt/int) from tracing. Dynamic
+  dims in it are SymInts of ``Captured.shapes.env``; ``Captured.dims(val)`` reads them as names
+  (``"seq"``) or expressions (``"2*seq"``). Read sizes with ``static_dim``/``same_dim`` (they
+  never add guards): ``int()`` or ``==`` on a SymInt would specialise the graph.
 - ``node.meta["fxonnx.source"]``: ``"file.py:42: <line>"`` of the user's code, only after
   ``Captured.attach_sources()``.
 """
@@ -11,7 +12,6 @@ Graph metadata (documented keys, see STYLE.md rule 3):
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,45 +39,78 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class BatchInfo:
-    """How the batch dimension was captured.
+class DimSymbol:
+    """One named dynamic dim as traced: its example size, the range and multiple the graph
+    supports (torch's inferred constraints), and the input dims that carry it."""
 
-    ``dims`` gives, per user tensor input, which dim is the batch (None: no batch dim). When
-    ``dynamic`` is False, ``reason`` says why the graph is specialised to ``example``.
-    """
+    name: str
+    example: int
+    min: int = 1
+    max: int | None = None
+    multiple_of: int = 1
+    uses: tuple[tuple[str, int], ...] = ()
+    why: str | None = None  # the user's source line that narrowed the range
 
-    dynamic: bool
-    example: int | None
-    dims: tuple[int | None, ...]
-    sentinel: int | None = None
-    reason: str | None = None
-
-    def dim_of(self, value: int) -> Dim:
-        """Read a traced size back as an int or a batch expression: ``"batch"``,
-        ``"batch*8"``, ``"batch-1"`` (from ``x[:-1]``)."""
-        s = self.sentinel
-        if not self.dynamic or s is None or value < s - _NEAR:
-            return value
-        a = max(1, round(value / s))
-        c = value - a * s
-        if abs(c) > _NEAR:
-            return value
-        base = "batch" if a == 1 else f"batch*{a}"
-        return base if c == 0 else f"{base}{c:+d}"
+    def constraint(self) -> dict[str, Any]:
+        c: dict[str, Any] = {"min": self.min, "max": self.max, "multiple_of": self.multiple_of}
+        if self.why:
+            c["why"] = f"constrained by {self.why}"
+        return c
 
 
-_NEAR = 4096  # sizes this close to a multiple of the sentinel are batch arithmetic
-_DIM_EXPR = re.compile(r"^batch(?:\*(\d+))?([+-]\d+)?$")
+@dataclass(frozen=True)
+class Shapes:
+    """The dynamic dims of a captured graph.
 
+    ``symbols`` are the names that stayed dynamic; ``requested`` is how they were asked for
+    ("auto", "all", "explicit" or "static"). ``dim`` reads a traced size (int or SymInt) as an
+    int, a name (``"seq"``) or an expression of names (``"2*seq"``); None for a size that
+    depends on something else (a data-dependent size)."""
 
-def resolve_dim(dim: Dim, batch: int | None) -> int | None:
-    """The size of ``dim`` (an int or a ``dim_of`` expression) at ``batch``; None if unknown."""
-    if isinstance(dim, int):
-        return dim
-    match = _DIM_EXPR.match(dim)
-    if match is None or batch is None:
-        return None
-    return batch * int(match.group(1) or 1) + int(match.group(2) or 0)
+    symbols: tuple[DimSymbol, ...] = ()
+    requested: str = "static"
+    env: Any = field(default=None, repr=False, compare=False)
+    printed: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def dynamic(self) -> bool:
+        return bool(self.symbols)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.symbols)
+
+    def symbol(self, name: str) -> DimSymbol | None:
+        return next((s for s in self.symbols if s.name == name), None)
+
+    def constraints(self) -> dict[str, dict[str, Any]]:
+        return {s.name: s.constraint() for s in self.symbols}
+
+    def dim(self, size: Any) -> Dim | None:
+        if isinstance(size, int):
+            return size
+        if not isinstance(size, torch.SymInt):
+            return int(size)
+        from ._symbolic import print_expr
+
+        node = size.node
+        expr = self.env.replace(node.expr) if self.env is not None else node.expr
+        if expr.is_number:
+            return int(expr)
+        return print_expr(expr, self.printed)
+
+    def snapshot(self) -> dict[str, int | None]:
+        """Each symbol's fixed value, or None while it is dynamic."""
+        out: dict[str, int | None] = {}
+        for sym, printed in self.printed.items():
+            expr = self.env.replace(sym)
+            out[printed.name] = int(expr) if expr.is_number else None
+        return out
+
+    def fixed_since(self, before: dict[str, int | None]) -> list[str]:
+        """Names dynamic in ``before`` (a ``snapshot()``) that something has fixed since."""
+        now = self.snapshot()
+        return [n for n, v in now.items() if v is not None and before.get(n) is None]
 
 
 @dataclass(frozen=True)
@@ -106,7 +139,7 @@ class Captured:
     leaves: tuple[TensorSpec | ConstantLeaf, ...]
     out_spec: pytree.TreeSpec
     out_leaves: tuple[TensorSpec | ConstantLeaf, ...]
-    batch: BatchInfo
+    shapes: Shapes
     method: str
     notes: list[str] = field(default_factory=list)
     retrace: Callable[[], fx.GraphModule] | None = field(default=None, repr=False)
@@ -120,7 +153,7 @@ class Captured:
         return tuple(s for s in self.inputs if s.kind != "input")
 
     def dims(self, val: torch.Tensor) -> tuple[Dim, ...]:
-        return tuple(self.batch.dim_of(int(d)) for d in val.shape)
+        return tuple(self.shapes.dim(d) for d in val.shape)
 
     def replace(self, **changes: Any) -> Captured:
         return dataclasses.replace(self, **changes)

@@ -33,7 +33,19 @@ def is_view(node: object) -> bool:
     return bool(returns) and returns[0].alias_info is not None and not schema.is_mutable
 
 
+# in-place view ops whose out-of-place twin has another overload name
+_METADATA_TWINS = {
+    aten.transpose_.default: aten.transpose.int,
+    aten.t_.default: aten.t.default,
+    aten.unsqueeze_.default: aten.unsqueeze.default,
+    aten.squeeze_.default: aten.squeeze.default,
+    aten.squeeze_.dim: aten.squeeze.dim,
+}
+
+
 def _functional_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    if op in _METADATA_TWINS:
+        return _METADATA_TWINS[op]
     name = op._schema.name.split("::")[-1]
     if not name.endswith("_"):
         return None

@@ -6,11 +6,8 @@ import inspect
 import re
 from typing import Any
 
-import torch
 import torch.utils._pytree as pytree
 from torch import nn
-
-from .._errors import CaptureError
 
 
 def _key_str(key: Any) -> str:
@@ -64,51 +61,3 @@ def output_names(out: Any) -> list[str]:
         named = hasattr(path[0], "key") or hasattr(path[0], "name")
         names.append(".".join(parts) if named else "output." + ".".join(parts))
     return names
-
-
-def default_batch_dims(tensors: list[torch.Tensor]) -> list[int | None]:
-    """Dim 0 of the first tensor is the batch; other tensors use dim 0 if it has the same size,
-    else their first dim of that size (an RNN hidden state (layers, N, H)), else none."""
-    if not tensors or tensors[0].dim() == 0:
-        return [None] * len(tensors)
-    batch = tensors[0].shape[0]
-    dims: list[int | None] = []
-    for t in tensors:
-        dims.append(next((d for d, size in enumerate(t.shape) if size == batch), None))
-    return dims
-
-
-def resolve_batch_dims(
-    tensors: list[torch.Tensor], names: list[str], batch_dims: Any
-) -> list[int | None]:
-    """Turn the user's ``batch_dims`` ("auto", a sequence, or {name: dim}) into one entry per
-    tensor input, checking that every chosen dim exists and all have the same size."""
-    if batch_dims == "auto":
-        dims = default_batch_dims(tensors)
-    elif isinstance(batch_dims, dict):
-        unknown = sorted(set(batch_dims) - set(names))
-        if unknown:
-            raise CaptureError(
-                f"batch_dims names unknown inputs {unknown}", hint=f"inputs are {names}"
-            )
-        dims = [batch_dims.get(n) for n in names]
-    else:
-        dims = list(batch_dims)
-        if len(dims) != len(tensors):
-            raise CaptureError(
-                f"batch_dims has {len(dims)} entries but the model takes {len(tensors)} tensors",
-                hint=f"give one dim (or None) per tensor input: {names}",
-            )
-    sizes = set()
-    for name, t, d in zip(names, tensors, dims, strict=True):
-        if d is None:
-            continue
-        if not -t.dim() <= d < t.dim():
-            raise CaptureError(f"batch dim {d} of input {name!r} is out of range for {t.dim()}-d")
-        sizes.add(t.shape[d])
-    if len(sizes) > 1:
-        raise CaptureError(
-            f"the batch dims chosen have different sizes {sorted(sizes)}",
-            hint="pass batch_dims=... naming the batch dim of each input (None for none)",
-        )
-    return [None if d is None else d % t.dim() for t, d in zip(tensors, dims, strict=True)]

@@ -2,11 +2,12 @@
 
 Pre-dispatch ATen keeps ``aten.linear``, ``aten.conv2d``, ``aten.layer_norm``, ``aten.gru`` and
 ``aten.scaled_dot_product_attention`` whole, which lower to single ONNX ops. Tracing runs on
-fake tensors (no FLOPs, no memory) with the batch set to a sentinel; see ``_batch``.
+fake tensors (no FLOPs, no memory); dynamic dims are SymInts of one ShapeEnv (``_symbolic``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -20,10 +21,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError
-from . import _batch
-from ._captured import BatchInfo, Captured, ConstantLeaf, TensorSpec
+from . import _dims
+from ._captured import Captured, ConstantLeaf, Shapes, TensorSpec
 from ._functionalize import functionalize_simple
-from ._signature import input_names, output_names, resolve_batch_dims, sanitize
+from ._recurrent import recurrent_as_whole_ops
+from ._signature import input_names, output_names, sanitize
+from ._symbolic import SymbolicInputs
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,12 @@ def _capture_error(exc: BaseException) -> CaptureError:
     where = _user_frame(exc)
     at = f" at {where}" if where else ""
     kind = type(exc).__name__
+    if "pack_padded_sequence" in str(exc) or "_pack_sequence" in str(exc):
+        return CaptureError(
+            f"a PackedSequence{at} cannot be captured: its layout depends on the lengths' values",
+            hint="pass the padded batch to the recurrent layer and mask the padded steps after "
+            "it (or use the full lengths)",
+        )
     if kind in _DATA_DEPENDENT or "data-dependent" in str(exc) or "data dependent" in str(exc):
         return CaptureError(
             f"data-dependent Python control flow or value{at} cannot be captured: the graph "
@@ -62,27 +71,32 @@ def _capture_error(exc: BaseException) -> CaptureError:
 
 
 class _Tracer:
-    """Holds what one capture needs so that retries (second sentinel, static) share it."""
+    """Holds what one capture needs so that retraces (static fallback, source lines) share it."""
 
     def __init__(
-        self, model: nn.Module, args: tuple, kwargs: dict, batch_dims: Any, dynamic: bool
+        self,
+        model: nn.Module,
+        args: tuple,
+        kwargs: dict,
+        dynamic_dims: Any,
+        batch_dims: Any = None,
+        dynamic: bool = True,
     ) -> None:
         self.model = model
         self.names, leaves = input_names(model, args, kwargs)
         _, self.in_spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         self.leaves = leaves
         self.tensor_pos = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
-        tensors = [leaves[i] for i in self.tensor_pos]
-        tensor_names = [self.names[i] for i in self.tensor_pos]
-        self.batch_dims = (
-            resolve_batch_dims(tensors, tensor_names, batch_dims)
-            if dynamic and batch_dims is not None
-            else [None] * len(tensors)
-        )
-        self.example_batch = next(
-            (t.shape[d] for t, d in zip(tensors, self.batch_dims, strict=True) if d is not None),
-            None,
-        )
+        self.tensors = [leaves[i] for i in self.tensor_pos]
+        self.tensor_names = [self.names[i] for i in self.tensor_pos]
+        dynamic_dims = _dims.effective(dynamic_dims, batch_dims, dynamic, self.tensor_names)
+        if dynamic_dims is None or dynamic_dims is False:
+            self.requested = "static"
+        elif isinstance(dynamic_dims, str):
+            self.requested = dynamic_dims
+        else:
+            self.requested = "explicit"
+        self.per_input = _dims.resolve(self.tensors, self.tensor_names, dynamic_dims)
         self.state = {
             **dict(model.named_parameters()),
             **dict(model.named_buffers()),
@@ -99,39 +113,43 @@ class _Tracer:
         for pos, t in zip(self.tensor_pos, flat[n:], strict=True):
             leaves[pos] = t
         args, kwargs = pytree.tree_unflatten(leaves, self.in_spec)
-        out = torch.func.functional_call(self.model, state, tuple(args), kwargs)
+        with recurrent_as_whole_ops():
+            out = torch.func.functional_call(self.model, state, tuple(args), kwargs)
         out_leaves, self.out_spec = pytree.tree_flatten(out)
         self.out_leaves = out_leaves
         self.out_names = output_names(out)
         return [x for x in out_leaves if isinstance(x, torch.Tensor)]
 
-    def _fake_inputs(self, mode: FakeTensorMode, batch: int | None) -> list[torch.Tensor]:
-        fakes = [mode.from_tensor(t, static_shapes=True) for t in self.state.values()]
-        for pos, d in zip(self.tensor_pos, self.batch_dims, strict=True):
-            t = self.leaves[pos]
-            shape = list(t.shape)
-            if d is not None and batch is not None:
-                shape[d] = batch
-            with mode:
-                fakes.append(torch.empty(shape, dtype=t.dtype, device=t.device))
-        return fakes
+    def symbolic_inputs(self) -> SymbolicInputs:
+        return SymbolicInputs.create(self.tensors, self.tensor_names, self.per_input)
 
-    def trace(self, batch: int | None, *, stack_traces: bool = False) -> fx.GraphModule:
-        """One fake-tensor, pre-dispatch trace with the batch dims set to ``batch``."""
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
-        fakes = self._fake_inputs(mode, batch)
-        try:
-            with mode, torch.no_grad():
-                gm = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)(*fakes)
-        except CaptureError:
-            raise
-        except Exception as e:
-            raise _capture_error(e) from e
-        _drop_grad_mode_calls(gm)
-        reason = functionalize_simple(gm)
-        if reason is not None:
-            log.info("full functionalization needed: %s", reason)
-            gm = self._trace_functionalized(mode, fakes)
+    def trace(
+        self, symbolic: SymbolicInputs | None = None, *, stack_traces: bool = False
+    ) -> fx.GraphModule:
+        """One fake-tensor, pre-dispatch trace; dynamic dims are ``symbolic``'s SymInts."""
+        if symbolic is None:
+            mode = FakeTensorMode(allow_non_fake_inputs=True)
+            with mode:
+                user = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in self.tensors]
+        else:
+            mode = symbolic.mode
+            user = [symbolic.fake(t, d) for t, d in zip(self.tensors, self.per_input, strict=True)]
+        fakes = [mode.from_tensor(t, static_shapes=True) for t in self.state.values()] + user
+        config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
+        with config:
+            try:
+                with mode, torch.no_grad():
+                    trace = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)
+                    gm = trace(*fakes)
+            except CaptureError:
+                raise
+            except Exception as e:
+                raise _capture_error(e) from e
+            _drop_grad_mode_calls(gm)
+            reason = functionalize_simple(gm)
+            if reason is not None:
+                log.info("full functionalization needed: %s", reason)
+                gm = self._trace_functionalized(mode, fakes)
         gm.graph.eliminate_dead_code()
         gm.recompile()
         return gm
@@ -202,14 +220,19 @@ def capture(
     args: tuple = (),
     kwargs: dict | None = None,
     *,
-    batch_dims: Any = "auto",
+    dynamic_dims: Any = "auto",
+    batch_dims: Any = None,
     dynamic: bool = True,
 ) -> Captured:
     """Trace ``model(*args, **kwargs)`` into a Captured ATen graph.
 
-    ``batch_dims``: "auto" (dim 0 of the first tensor input; other inputs use the dim of the same
-    size), one int/None per tensor input, or {input name: dim}. ``dynamic=False`` specialises
-    every shape to the example inputs. Parameters and buffers become named graph inputs.
+    ``dynamic_dims``: "auto" (the batch: dim 0 of the first tensor input and the dim of the same
+    size in the others), "all" (every dim; what the model fixes becomes static), None (static)
+    or {input name or position: {dim: name}} (see ``_dims``). A requested dim that the model's
+    code fixes raises CaptureError naming the input, dim, value and source line (under "auto"
+    and "all" it becomes static with a note). ``batch_dims`` (one dim per input, or {name: dim},
+    all named "batch") and ``dynamic=False`` (None) are shorthands for it. Parameters and
+    buffers become named graph inputs.
     """
     if not isinstance(model, nn.Module):
         raise CaptureError(
@@ -219,50 +242,50 @@ def capture(
     if not isinstance(args, tuple):
         args = (args,)
     t0 = time.perf_counter()
-    tracer = _Tracer(model, args, dict(kwargs or {}), batch_dims, dynamic)
-    gm, info, notes = _trace_with_batch(tracer)
-    captured = _assemble(tracer, gm, info, notes)
+    tracer = _Tracer(model, args, dict(kwargs or {}), dynamic_dims, batch_dims, dynamic)
+    gm, shapes, notes, symbolic = _trace_dims(tracer)
+    captured = _assemble(tracer, gm, shapes, notes, symbolic)
     log.debug("captured %d nodes in %.1f ms", len(gm.graph.nodes), (time.perf_counter() - t0) * 1e3)
     return captured
 
 
-def _trace_with_batch(tracer: _Tracer) -> tuple[fx.GraphModule, BatchInfo, list[str]]:
-    dims = tuple(tracer.batch_dims)
-    example = tracer.example_batch
-    if example is None:
-        reason = "no input has a batch dim" if dims else "the model takes no tensor inputs"
-        gm = tracer.trace(None)
-        return gm, BatchInfo(False, None, dims, reason=reason), []
-    s1 = _batch.SENTINEL
+def _trace_dims(
+    tracer: _Tracer,
+) -> tuple[fx.GraphModule, Shapes, list[str], SymbolicInputs | None]:
+    requested = tracer.requested
+    if not any(tracer.per_input):
+        return tracer.trace(), Shapes(requested=requested), [], None
+    symbolic = tracer.symbolic_inputs()
     try:
-        gm = tracer.trace(s1)
-        why = _batch.scan(gm, s1)
-        if why is None:
-            affines = _batch.multiples(gm, s1)
-        else:
-            s2 = _batch.SECOND_SENTINEL
-            fitted = _batch.fit(gm, tracer.trace(s2), s1, s2)
-            if isinstance(fitted, str):
-                raise _StaticBatch(fitted)
-            affines = fitted
-        failed = _batch.scan_subgraphs(gm, s1) or _batch.symbolize(gm, affines, s1)
-        if failed:
-            raise _StaticBatch(failed)
-        gm.recompile()
-        return gm, BatchInfo(True, example, dims, sentinel=s1), []
-    except (_StaticBatch, CaptureError) as e:
-        reason = str(e).splitlines()[0]
-        gm = tracer.trace(None)  # the real example shapes; a genuine error surfaces here
-        note = f"batch is static ({example}): {reason}"
+        gm = tracer.trace(symbolic)
+    except CaptureError as e:
+        if requested == "explicit":
+            raise
+        gm = tracer.trace()  # fails the same way when the problem is not the dynamic dims
+        note = f"dims are static: tracing with symbolic dims failed ({str(e).splitlines()[0]})"
         warnings.warn(f"fxonnx: {note}", UserWarning, stacklevel=4)
-        return gm, BatchInfo(False, example, dims, reason=reason), [note]
+        return gm, Shapes(requested=requested), [note], None
+    user = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"][len(tracer.state) :]
+    shapes, fixed = symbolic.analyze(requested, user)
+    if fixed and requested == "explicit":
+        raise CaptureError(
+            f"{fixed[0].describe()}, but dynamic_dims asks for it to vary",
+            hint="remove it from dynamic_dims, or change the model code that fixes its size "
+            "(a table or weight of that size, a reshape to a constant)",
+        )
+    notes = [f"{f.describe()}; that dim is static" for f in fixed]
+    if notes and requested == "auto":
+        warnings.warn(f"fxonnx: {notes[0]}", UserWarning, stacklevel=4)
+    return gm, shapes, notes, (symbolic if shapes.dynamic else None)
 
 
-class _StaticBatch(Exception):
-    """The batch cannot be made dynamic; the message says why."""
-
-
-def _assemble(tracer: _Tracer, gm: fx.GraphModule, info: BatchInfo, notes: list[str]) -> Captured:
+def _assemble(
+    tracer: _Tracer,
+    gm: fx.GraphModule,
+    shapes: Shapes,
+    notes: list[str],
+    symbolic: SymbolicInputs | None,
+) -> Captured:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     state_names = list(tracer.state)
     user_names = [tracer.names[i] for i in tracer.tensor_pos]
@@ -273,7 +296,7 @@ def _assemble(tracer: _Tracer, gm: fx.GraphModule, info: BatchInfo, notes: list[
         )
 
     def spec(name: str, kind: Any, val: torch.Tensor) -> TensorSpec:
-        return TensorSpec(name, kind, tuple(info.dim_of(int(d)) for d in val.shape), val.dtype)
+        return TensorSpec(name, kind, tuple(shapes.dim(d) for d in val.shape), val.dtype)
 
     inputs = []
     for i, (node, name) in enumerate(zip(placeholders, state_names + user_names, strict=True)):
@@ -303,10 +326,10 @@ def _assemble(tracer: _Tracer, gm: fx.GraphModule, info: BatchInfo, notes: list[
     if baked:
         notes.append(f"non-tensor outputs baked as constants: {baked}")
     gm.recompile()
-    sentinel = info.sentinel
 
     def retrace() -> fx.GraphModule:
-        return tracer.trace(sentinel, stack_traces=True)
+        again = tracer.symbolic_inputs() if symbolic is not None else None
+        return tracer.trace(again, stack_traces=True)
 
     assert tracer.out_spec is not None
     return Captured(
@@ -318,8 +341,8 @@ def _assemble(tracer: _Tracer, gm: fx.GraphModule, info: BatchInfo, notes: list[
         leaves=leaves,
         out_spec=tracer.out_spec,
         out_leaves=out_leaves,
-        batch=info,
-        method="make_fx(pre_dispatch, fake)",
+        shapes=shapes,
+        method="make_fx(pre_dispatch, fake" + (", symbolic)" if shapes.dynamic else ")"),
         notes=notes,
         retrace=retrace,
     )

@@ -17,6 +17,7 @@ from .._version import __version__
 from . import _bench_report
 from ._bench_run import RUNNERS, Measure, measure
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, quiet_torch, stderr
+from ._dynamic import add_dynamic_option, parse_dynamic
 from ._export import add_provider
 from ._load import load_model
 from ._passes import add_pass_options, pass_options
@@ -44,6 +45,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     # with --input the inputs' own dim 0 is the batch size
     p.add_argument("--input", action="append", metavar="SPEC", help="inputs of a non-zoo model")
+    add_dynamic_option(p)
     p.add_argument(
         "--against",
         default="eager,torch.compile,torch.onnx",
@@ -88,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--seconds must be > 0")
     iters = args.iters if args.iters is not None or args.seconds is not None else 50
     passes = pass_options(args)
+    if args.dynamic:
+        passes["dynamic_dims"] = parse_dynamic(args.dynamic)
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")

@@ -98,16 +98,13 @@ def _setup(
         from .._compile import compile as fx_compile
 
         compiled = state.get("fxonnx")
-        if compiled is not None and compiled.captured.batch.dynamic:
+        if compiled is not None and "batch" in compiled.captured.shapes.names:
             state["reused"] = True
         else:
-            compiled = fx_compile(
-                loaded.module,
-                args,
-                provider=provider,
-                batch_dims=loaded.batch_dims,
-                **(passes or {}),
-            )
+            options = dict(passes or {})
+            if "dynamic_dims" not in options:  # --dynamic given: the zoo's batch dims yield
+                options["batch_dims"] = loaded.batch_dims
+            compiled = fx_compile(loaded.module, args, provider=provider, **options)
             state["fxonnx"] = compiled
         return lambda: compiled.run_flat(args)
     if name == "eager":

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from .._dimexpr import describe_all
 from .._errors import VerificationError
 from . import _stats
 from ._common import (
@@ -24,12 +25,15 @@ from ._common import (
     quiet_torch,
     stdout,
 )
+from ._dynamic import add_dynamic_option, parse_dynamic
 from ._load import LoadedModel, add_model_options, load_model
 from ._passes import add_pass_options, pass_options, summary
 
 EPILOG = """examples:
   fxonnx export resnet18 -o resnet18.onnx
   fxonnx export mlp -o mlp.onnx --batch 8 --static
+  fxonnx export bert_tiny -o bert.onnx --dynamic input_ids:0=batch,1=seq \
+      --dynamic attention_mask:0=batch,1=seq
   fxonnx export mypkg.models:make_net -o net.onnx --input 1x3x224x224:float32
   fxonnx export model.py:Net -o net.onnx --input int64[2,16] --no-verify
   fxonnx export mlp --bundle mlp-bundle                 # model.onnx + manifest.json + README.md
@@ -91,7 +95,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
         "--overwrite", action="store_true", help="replace an existing bundle at the target"
     )
     add_model_options(p)
-    p.add_argument("--static", action="store_true", help="fix every dim, batch included")
+    p.add_argument("--static", action="store_true", help="fix every dim (--dynamic none)")
+    add_dynamic_option(p)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: latest known)")
     add_provider(p)
     add_fallback(p)
@@ -110,9 +115,11 @@ def compile_loaded(
     verify: bool,
     fallback: str | None = None,
     passes: dict[str, Any] | None = None,
+    dynamic: list[str] | None = None,
 ) -> Any:
     """``fxonnx.compile`` with the CLI's options (raises VerificationError on a mismatch);
-    ``passes``: --passes/--skip/--prune as ``pass_options`` returns them."""
+    ``passes``: --passes/--skip/--prune as ``pass_options`` returns them; ``dynamic``: the
+    --dynamic values (the zoo's batch dims when there are none)."""
     from .._compile import compile as fx_compile
     from ..export import DEFAULT_OPSET
 
@@ -124,11 +131,20 @@ def compile_loaded(
         provider=provider,
         opset=opset or DEFAULT_OPSET,
         verify=verify,
-        batch_dims=loaded.batch_dims,
-        dynamic=not static,
+        **_dims_options(loaded, static, dynamic),
         fallback=fallback,
         **(passes or {}),
     )
+
+
+def _dims_options(loaded: LoadedModel, static: bool, dynamic: list[str] | None) -> dict:
+    if static and dynamic:
+        raise UsageError("--static and --dynamic contradict each other", hint="give one")
+    if static:
+        return {"dynamic_dims": None}
+    if dynamic:
+        return {"dynamic_dims": parse_dynamic(dynamic)}
+    return {"batch_dims": loaded.batch_dims}
 
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -191,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 verify=not args.no_verify,
                 fallback=args.fallback,
                 passes=passes,
+                dynamic=args.dynamic,
             )
     except VerificationError as e:
         if args.json:
@@ -226,8 +243,7 @@ def run(args: argparse.Namespace) -> int:
         "bytes": None if out is None else out.stat().st_size,
         "bundle": bundle_info,
         "provider": compiled.provider,
-        "batch": "dynamic" if compiled.captured.batch.dynamic else "static",
-        "batch_note": compiled.captured.batch.reason,
+        "dynamic_dims": {s.name: s.constraint() for s in compiled.captured.shapes.symbols},
         "inputs": stats["inputs"],
         "outputs": stats["outputs"],
         "nodes": stats["nodes"],
@@ -287,9 +303,8 @@ def _print_summary(r: dict[str, Any], report: Any, *, quiet: bool) -> None:
         )
     if quiet:
         return
-    con.print(f"  model       {r['model']}  ({r['batch']} batch, opset {r['opset']})")
-    if r["batch_note"]:
-        con.print(f"  batch note  {r['batch_note']}")
+    con.print(f"  model       {r['model']}  (opset {r['opset']})")
+    con.print(f"  dims        {escape(describe_all(r['dynamic_dims']))}")
     con.print(f"  inputs      {ios}")
     con.print(f"  outputs     {outs}")
     con.print(

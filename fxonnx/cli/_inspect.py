@@ -10,6 +10,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from .._dimexpr import METADATA_KEY, constraints_from_json, describe_all
 from . import _stats
 from ._common import EXIT_OK, UsageError, human, human_bytes, print_json, stdout
 
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             dims = ", ".join(str(d) for d in v["shape"])
             io.add_row(kind[:-1], v["name"], v["dtype"], escape(f"[{dims}]"))
     con.print(io)
+    dims = constraints_from_json(s["metadata"].get(METADATA_KEY))
+    if dims:
+        con.print(f"  dims        {escape(describe_all(dims))}")
     con.print(
         f"  parameters  {human(s['parameters'])} ({s['parameters']:,}), "
         f"{human_bytes(s['parameter_bytes'])}"

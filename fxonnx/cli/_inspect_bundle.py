@@ -8,6 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from .._dimexpr import describe_all as describe_dims
 from . import _stats
 from ._bundles import MANIFEST, model_path, read_manifest, show_shape
 from ._common import EXIT_OK, human, human_bytes, print_json, stdout
@@ -74,12 +75,7 @@ def run_bundle(directory: Path, *, as_json: bool, batch: int = 1) -> int:
         for t in m[kind]:
             io.add_row(kind[:-1], escape(t["name"]), t["dtype"], escape(show_shape(t["shape"])))
     con.print(io)
-    b = m["batch"]
-    con.print(
-        "  batch       "
-        + (f"dynamic (example {b.get('example')})" if b["dynamic"] else "static")
-        + (f"; {escape(b['reason'])}" if b.get("reason") else "")
-    )
+    con.print(f"  dims        {escape(describe_dims(m['dynamic_dims']))}")
     con.print(
         f"  graph       {g['nodes']} nodes, {g['op_types']} op types, "
         f"{human(g['parameters'])} parameters, {human(g['flops_batch1'])} FLOPs at batch 1"

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
+from .._dimexpr import METADATA_KEY, constraints_from_json, evaluate
+
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
     shape = value.type.tensor_type.shape
@@ -64,7 +66,8 @@ def parameters(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def _fix_dynamic(model: onnx.ModelProto, value: int) -> onnx.ModelProto:
-    """A copy whose named (dynamic) input dims are ``value``, so shapes infer to numbers."""
+    """A copy whose dynamic input dims are numbers, so shapes infer to numbers: ``batch`` (and
+    unnamed dims) at ``value``, other names at their example size from ``fxonnx.dims``."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     for init in fixed.graph.initializer:
@@ -76,11 +79,17 @@ def _fix_dynamic(model: onnx.ModelProto, value: int) -> onnx.ModelProto:
             init.ClearField("int64_data")
             init.ClearField("int32_data")
             init.ClearField("double_data")
+    meta = {p.key: p.value for p in model.metadata_props}
+    sizes = {
+        n: c.get("example", value) for n, c in constraints_from_json(meta.get(METADATA_KEY)).items()
+    }
+    sizes["batch"] = value
     for inp in fixed.graph.input:
         for d in inp.type.tensor_type.shape.dim:
             if d.HasField("dim_param") or d.dim_value == 0:
+                size = evaluate(d.dim_param, sizes) if d.HasField("dim_param") else None
                 d.Clear()
-                d.dim_value = value
+                d.dim_value = size if size is not None and size > 0 else value
     for out in fixed.graph.output:  # stale symbolic output dims would clash with inferred ones
         out.type.tensor_type.ClearField("shape")
     return fixed

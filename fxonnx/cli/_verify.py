@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, print_json, quiet_torch, stdout
+from ._dynamic import add_dynamic_option, parse_dynamic
 from ._export import add_fallback, add_provider, compile_loaded
 from ._load import add_model_options, load_model
 from ._passes import add_pass_options, given, pass_options
@@ -33,7 +34,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
         parents=[common],
         help="compare outputs with eager PyTorch",
         description="Compare the outputs of an exported model with eager PyTorch, at the "
-        "example batch and a second batch size when the batch is dynamic. For a .onnx file, "
+        "example and at second sizes of every dynamic dim. For a .onnx file, "
         "--model names the PyTorch model to compare with; without it, only onnx.checker and "
         "a smoke run on random inputs are done. For a bundle directory: the manifest against "
         "its schema, every file's SHA-256, the verdict stored at export, onnx.checker and a "
@@ -46,6 +47,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--model", metavar="MODEL", help="the PyTorch model behind FILE.onnx or DIR")
     add_model_options(p)
     p.add_argument("--static", action="store_true", help="export with every dim fixed")
+    add_dynamic_option(p)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for MODEL")
     add_provider(p)
     add_fallback(p)
@@ -124,6 +126,7 @@ def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
             verify=False,
             fallback=args.fallback,
             passes=passes,
+            dynamic=args.dynamic,
         )
     checked = verify(loaded.module, loaded.args, compiled)
     report = compiled.report.add(checks=checked.checks, notes=checked.notes, stages=checked.stages)
@@ -139,6 +142,7 @@ def _verify_model(args: argparse.Namespace) -> dict[str, Any]:
                 passes=passes["passes"],
                 skip=passes["skip"],
                 dtype=torch.float64 if args.grad_float64 else torch.float32,
+                dynamic_dims=parse_dynamic(args.dynamic) if not args.static else None,
             )
         report = report.add(checks=grads.checks, notes=grads.notes, stages=grads.stages)
     return {

@@ -6,17 +6,15 @@ Without --model nothing here imports torch, so a serving host can verify what it
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._dimexpr import evaluate
 from .._errors import FxonnxError
 from ._bundles import model_path, read_manifest
 from ._common import UsageError
-
-_DIM = re.compile(r"^(\w+)(?:([*+-])(\d+))?$")
 
 
 def _check(name: str, kind: str, ok: bool, note: str) -> dict[str, Any]:
@@ -55,27 +53,20 @@ def _checker(path: Path) -> dict[str, Any]:
     return _check("onnx.checker", "checker", True, "full_check passed")
 
 
-def _size(dim: Any, batch: int) -> int:
-    """A manifest dim at the example batch: 8, "batch" -> batch, "batch*8", "batch-1"."""
-    if isinstance(dim, int):
-        return dim
-    m = _DIM.match(dim or "")
-    if not m:
-        return 2
-    base = batch if m.group(1) == "batch" else 2
-    k = int(m.group(3) or 0)
-    return {"*": base * k, "+": base + k, "-": max(base - k, 1), None: base}[m.group(2)]
+def _size(dim: Any, examples: dict[str, int]) -> int:
+    """A manifest dim at the example sizes (8; "seq"; "2*seq"); 2 when it cannot be told."""
+    value = evaluate(dim, examples)
+    return value if value is not None and value > 0 else 2
 
 
 def _smoke(model: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Random inputs of the manifest's signature (the example batch): every output must come
     back with the manifest's dtype and static dims, and finite."""
-    example = manifest["batch"].get("example")
-    batch = example if isinstance(example, int) and example > 0 else 2
+    examples = {n: d["example"] for n, d in manifest["dynamic_dims"].items()}
     rng = np.random.default_rng(0)
     feeds = []
     for t in manifest["inputs"]:
-        shape = tuple(_size(d, batch) for d in t["shape"])
+        shape = tuple(_size(d, examples) for d in t["shape"])
         dtype = np.dtype(t["dtype"])
         if dtype.kind == "f":
             feeds.append(rng.standard_normal(shape).astype(dtype))
@@ -105,12 +96,12 @@ def _smoke(model: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _against_model(model: Any, manifest: dict[str, Any], args: argparse.Namespace) -> list:
-    """The bundle and the PyTorch model on the same inputs, and at a second batch size when
-    the bundle's batch is dynamic; compared output by output."""
+    """The bundle and the PyTorch model on the same inputs, and at second sizes of its
+    dynamic dims; compared output by output."""
     import torch
     import torch.utils._pytree as pytree
 
-    from ..verify import compare_all, resize_batch, second_batch
+    from ..verify import compare_all, resize_to, second_sizes, symbols_of
     from ._common import quiet_torch
     from ._load import load_model
 
@@ -125,15 +116,12 @@ def _against_model(model: Any, manifest: dict[str, Any], args: argparse.Namespac
         return [c.to_dict() for c in compare_all(model.output_names, want, got, suffix=suffix)]
 
     checks = compare(loaded.args, "")
-    batch = manifest["batch"]
     tensors = [t for t in pytree.tree_leaves(loaded.args) if isinstance(t, torch.Tensor)]
-    dims = list(batch["dims"])
-    if batch["dynamic"] and len(dims) == len(tensors):
-        example = next((t.shape[d] for t, d in zip(tensors, dims, strict=True) if d is not None), 0)
-        if example:
-            other = second_batch(example)
-            resized = resize_batch(loaded.args, {}, dims, other)[0]
-            checks += compare(resized, f" @batch {other}")
+    signatures = [t["shape"] for t in manifest["inputs"]]
+    sizes = second_sizes(symbols_of(signatures, tensors, manifest["dynamic_dims"]))
+    if sizes and len(signatures) == len(tensors):
+        resized = resize_to(loaded.args, {}, signatures, sizes)[0]
+        checks += compare(resized, " @" + ",".join(f"{n}={v}" for n, v in sizes.items()))
     return checks
 
 
@@ -188,6 +176,7 @@ def check_args(args: argparse.Namespace) -> None:
     """Flags that only make sense when exporting a MODEL are usage errors for a bundle."""
     for flag, given in (
         ("--static", args.static),
+        ("--dynamic", bool(args.dynamic)),
         ("--opset", args.opset is not None),
         ("--fallback", args.fallback is not None),
     ):

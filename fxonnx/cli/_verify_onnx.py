@@ -65,13 +65,13 @@ def smoke(path: str, provider: str) -> dict[str, Any]:
 
 
 def against_model(path: str, args: argparse.Namespace, provider: str) -> dict[str, Any]:
-    """Run FILE.onnx and the PyTorch model on the same inputs (and at a second batch size
-    when the file's inputs have dynamic dims) and compare output by output."""
+    """Run FILE.onnx and the PyTorch model on the same inputs (and at second sizes of the
+    file's named dynamic dims) and compare output by output."""
     import torch
     import torch.utils._pytree as pytree
 
     from ..runtime import Session
-    from ..verify import compare_all, resize_batch, second_batch
+    from ..verify import compare_all, resize_to, second_sizes, symbols_of
 
     checks = [_checker(path)]
     loaded = load_model(args.model, args.input, args.batch)
@@ -86,14 +86,10 @@ def against_model(path: str, args: argparse.Namespace, provider: str) -> dict[st
         return compare_all(names, want, got, suffix=suffix)
 
     checks += compare(loaded.args, "")
-    dims = [
-        next((i for i, d in enumerate(s.shape) if isinstance(d, str)), None) for s in session.inputs
-    ]
-    example = next(
-        (t.shape[d] for t, d in zip(loaded.args, dims, strict=False) if d is not None), None
-    )
-    if example is not None:
-        other = second_batch(example)
-        resized = resize_batch(loaded.args, {}, dims, other)[0]
-        checks += compare(resized, f" @batch {other}")
+    signatures = [s.shape for s in session.inputs]
+    tensors = [t for t in pytree.tree_leaves(loaded.args) if isinstance(t, torch.Tensor)]
+    sizes = second_sizes(symbols_of(signatures, tensors, session.dim_constraints))
+    if sizes:
+        resized = resize_to(loaded.args, {}, signatures, sizes)[0]
+        checks += compare(resized, " @" + ",".join(f"{n}={v}" for n, v in sizes.items()))
     return _result(path, checks, session.provider, compared=True)

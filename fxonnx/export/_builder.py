@@ -17,9 +17,7 @@ class GraphBuilder:
     """Accumulates one ONNX graph. Subgraphs (If branches) get a child builder that shares the
     root's name space and constant pool, since ONNX names are global across nested graphs."""
 
-    def __init__(
-        self, name: str = "main", parent: GraphBuilder | None = None, sentinel: int | None = None
-    ) -> None:
+    def __init__(self, name: str = "main", parent: GraphBuilder | None = None) -> None:
         self.name = name
         self.parent = parent
         self.root: GraphBuilder = parent.root if parent else self
@@ -31,7 +29,6 @@ class GraphBuilder:
             self.used: set[str] = set()
             self._const_cache: dict[tuple, str] = {}
             self.opset_domains: dict[str, int] = {}
-            self.sentinel = sentinel  # traced batch size that marks dynamic dims (capture._batch)
 
     # -- names -----------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:

@@ -9,11 +9,11 @@ import torch
 from torch import fx
 
 from .._errors import ExportError
+from ..capture import static_dim
 from ._builder import GraphBuilder
 from ._dtypes import onnx_dtype
 
 Value = str  # the ONNX name of a tensor value
-_NEAR_SENTINEL = 4096  # batch - k for k below this is still the (dynamic) batch
 
 
 class LowerCtx:
@@ -85,9 +85,9 @@ class LowerCtx:
         v = self.val(x)
         if isinstance(v, torch.Tensor):
             return v.dtype
-        if isinstance(v, bool):
+        if isinstance(v, (bool, torch.SymBool)):
             return torch.bool
-        if isinstance(v, int):
+        if isinstance(v, (int, torch.SymInt)):
             return torch.int64
         return torch.float32
 
@@ -95,12 +95,9 @@ class LowerCtx:
         return self.val(x).dim()
 
     def static_shape(self, x: Any) -> tuple[int | None, ...]:
-        """Shape of ``x`` with None for dims that vary at run time: multiples of the batch, and
-        sizes near or above the sentinel batch (``x[:-1]`` has batch - 1 rows)."""
-        sentinel = self.builder.root.sentinel
-        shape = self.val(x).shape
-        low = sentinel - _NEAR_SENTINEL if sentinel else 0
-        return tuple(None if sentinel and int(d) >= low else int(d) for d in shape)
+        """Shape of ``x`` with None for dims that vary at run time (symbolic sizes). Never
+        ``int()`` a traced size yourself: on a SymInt that would specialise the graph."""
+        return tuple(static_dim(d) for d in self.val(x).shape)
 
     def tensor_inputs(self) -> list[Value]:
         return [self.value(a) for a in self.node.args if isinstance(a, fx.Node)]

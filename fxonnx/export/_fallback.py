@@ -10,6 +10,7 @@ import onnx
 import torch
 from torch import nn
 
+from .._dimexpr import evaluate
 from .._errors import ExportError
 from ..capture import Captured
 
@@ -41,18 +42,20 @@ def require_torch_onnx() -> None:
 
 
 def export_with_torch_onnx(captured: Captured, opset: int) -> onnx.ModelProto:
-    """Export the same captured graph with torch.onnx (dynamo), batch dynamic as captured."""
+    """Export the same captured graph with torch.onnx (dynamo), named dims dynamic as captured
+    (dims that are expressions of names stay at their example size)."""
     require_torch_onnx()
     module = _CapturedModule(captured).eval()
+    sizes = {s.name: max(2, s.example) for s in captured.shapes.symbols}
     examples = tuple(
-        torch.zeros([d if isinstance(d, int) else 2 for d in s.shape], dtype=s.dtype)
+        torch.zeros([evaluate(d, sizes) or 2 for d in s.shape], dtype=s.dtype)
         for s in captured.user_inputs
     )
     dynamic_shapes = None
-    if captured.batch.dynamic:
-        batch = torch.export.Dim("batch")
+    if captured.shapes.dynamic:
+        named = {n: torch.export.Dim(n) for n in sizes}
         dynamic_shapes = tuple(
-            {d: batch for d, size in enumerate(s.shape) if size == "batch"} or None
+            {d: named[size] for d, size in enumerate(s.shape) if size in named} or None
             for s in captured.user_inputs
         )
     try:

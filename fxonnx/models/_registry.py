@@ -2,8 +2,9 @@
 
 Factories take no arguments and build an `nn.Module` with whatever init their layers use; `get`
 runs them under a forked, seeded global RNG so weights depend only on `seed` and the caller's RNG
-state is left untouched. Shapes are declared with the string "N" for the batch dimension, so the
-batch axis of every input is data, not a convention the exporter has to guess.
+state is left untouched. Shapes are declared with the string "N" for the batch dimension (and
+other names, such as "seq", for the other dims that may vary, with their default sizes in
+``dims``), so the dynamic axes of every input are data, not a convention the exporter guesses.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _FAMILIES = (
     "fxonnx.models.transformer",
     "fxonnx.models.rnn",
     "fxonnx.models.unet",
+    "fxonnx.models.text",
 )
 
 
@@ -44,7 +46,9 @@ class ModelInfo:
 
     `batch_dims[i]` is the axis of input i that carries the batch (1 for an RNN hidden state
     shaped (layers, N, hidden)); `output_batch_dims` is the same for the flattened outputs, so
-    exporters can mark dynamic axes on both sides.
+    exporters can mark dynamic axes on both sides. `dims` gives the default sizes of the other
+    named dims ("seq"), and `dynamic_dims` every named dim per input, in the form
+    `fxonnx.compile(..., dynamic_dims=...)` takes.
     """
 
     name: str
@@ -56,6 +60,8 @@ class ModelInfo:
     output_batch_dims: tuple[int, ...]
     num_parameters: int
     tags: tuple[str, ...]
+    dims: dict[str, int]
+    dynamic_dims: dict[str, dict[int, str]]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class _Entry:
     batch_dims: tuple[int, ...]
     output_batch_dims: tuple[int, ...]
     tags: tuple[str, ...]
+    dims: dict[str, int]
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -83,12 +90,13 @@ def register(
     input_highs: tuple[int | None, ...] | None = None,
     output_batch_dims: tuple[int, ...] = (0,),
     tags: tuple[str, ...] = (),
+    dims: dict[str, int] | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register a factory under `name`.
 
     `input_dtypes` defaults to float32 for every input; integer inputs need an exclusive upper
     bound in `input_highs` (e.g. the vocabulary size) so generated tokens are in range. Every
-    shape must contain "N" exactly once. Inconsistent declarations and duplicate names raise
+    shape must contain "N" exactly once; other strings must be keys of `dims`. Inconsistent declarations and duplicate names raise
     `ValueError` at import time rather than producing a model that fails later.
     """
     n = len(input_shapes)
@@ -100,10 +108,14 @@ def register(
         raise ValueError(
             f"model {name!r}: {n} input shapes but {len(dtypes)} dtypes and {len(highs)} highs"
         )
+    dims = dict(dims or {})
     batch_dims = []
     for shape, dtype, high in zip(input_shapes, dtypes, highs, strict=True):
-        if [d for d in shape if isinstance(d, str)] != [BATCH]:
+        if [d for d in shape if d == BATCH] != [BATCH]:
             raise ValueError(f"model {name!r}: shape {shape} must contain {BATCH!r} exactly once")
+        unknown = [d for d in shape if isinstance(d, str) and d != BATCH and d not in dims]
+        if unknown:
+            raise ValueError(f"model {name!r}: shape {shape} names {unknown}, not in dims")
         batch_dims.append(shape.index(BATCH))
         if dtype.is_floating_point != (high is None):
             raise ValueError(f"model {name!r}: integer inputs (and only those) need a high bound")
@@ -121,6 +133,7 @@ def register(
             batch_dims=tuple(batch_dims),
             output_batch_dims=tuple(output_batch_dims),
             tags=tuple(tags),
+            dims=dims,
         )
         return factory
 
@@ -175,13 +188,16 @@ def _build(entry: _Entry, seed: int) -> nn.Module:
     return module.eval()
 
 
-def _inputs(entry: _Entry, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _inputs(
+    entry: _Entry, batch: int, seed: int, sizes: dict[str, int]
+) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
+    named = {**entry.dims, **sizes, BATCH: batch}
     out = []
     for shape, dtype, high in zip(
         entry.input_shapes, entry.input_dtypes, entry.input_highs, strict=True
     ):
-        size = tuple(batch if d == BATCH else int(d) for d in shape)
+        size = tuple(named[d] if isinstance(d, str) else int(d) for d in shape)
         if high is None:
             out.append(torch.randn(size, generator=gen, dtype=dtype))
         else:
@@ -189,18 +205,27 @@ def _inputs(entry: _Entry, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def get(name: str, batch: int = 2, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """Build model `name` in eval mode with weights seeded by `seed`, and example inputs.
+def get(
+    name: str, batch: int = 2, seed: int = 0, **sizes: int
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """Build model `name` in eval mode with weights seeded by `seed`, and example inputs;
+    `sizes` set other named dims (`get("bert_tiny", 2, seq=17)`).
 
-    The same (name, batch, seed) always gives the same weights and inputs; the global RNG state
-    is unchanged. Raises `KeyError` for an unknown name and `ValueError` for `batch < 1`.
+    The same (name, batch, seed, sizes) always gives the same weights and inputs; the global
+    RNG state is unchanged. Raises `KeyError` for an unknown name and `ValueError` for
+    `batch < 1` or a size the model does not name.
     """
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise TypeError(f"batch must be an int, got {type(batch).__name__}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     entry = _entry(name)
-    return _build(entry, seed), _inputs(entry, batch, seed)
+    unknown = sorted(set(sizes) - set(entry.dims))
+    if unknown:
+        raise ValueError(f"model {name!r} has no dims {unknown}; it names {sorted(entry.dims)}")
+    if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
+        raise ValueError(f"sizes must be ints >= 1, got {sizes}")
+    return _build(entry, seed), _inputs(entry, batch, seed, sizes)
 
 
 @cache
@@ -223,6 +248,11 @@ def _info(name: str) -> ModelInfo:
         output_batch_dims=entry.output_batch_dims,
         num_parameters=sum(p.numel() for p in module.parameters()),
         tags=entry.tags,
+        dims=dict(entry.dims),
+        dynamic_dims={
+            n: {d: "batch" if s == BATCH else s for d, s in enumerate(shape) if isinstance(s, str)}
+            for n, shape in zip(input_names, entry.input_shapes, strict=True)
+        },
     )
 
 

@@ -83,3 +83,59 @@ def gru_lm() -> nn.Module:
 )
 def lstm_tagger() -> nn.Module:
     return LSTMTagger()
+
+
+class RNNTagger(nn.Module):
+    """Seq-first tagger: tokens (seq, batch) -> Embedding -> 2-layer tanh RNN -> Linear."""
+
+    def __init__(self, vocab: int = TAG_VOCAB, embed: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.rnn = nn.RNN(embed, hidden, 2)
+        self.fc = nn.Linear(hidden, TAG_COUNT)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embedding(tokens))
+        return F.log_softmax(self.fc(out), dim=-1)
+
+
+class LSTMSeqFirst(nn.Module):
+    """Seq-first 2-layer LSTM over features (seq, batch, 8) with an explicit (h0, c0) state
+    shaped (layers, batch, hidden); returns the outputs and the final state."""
+
+    def __init__(self, features: int = 8, hidden: int = 16) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, 2)
+        self.head = nn.Linear(hidden, 4)
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, (h, c) = self.lstm(x, (h0, c0))
+        return self.head(out), h, c
+
+
+@register(
+    "rnn_tagger",
+    description="Seq-first RNN tagger: Embedding(500, 16), RNN(16, 32, 2 layers), Linear to 12",
+    input_shapes=(("seq", "N"),),
+    input_dtypes=(torch.int64,),
+    input_highs=(TAG_VOCAB,),
+    output_batch_dims=(1,),
+    dims={"seq": TAG_SEQ},
+    tags=("architecture", "rnn", "embedding", "seq-first"),
+)
+def rnn_tagger() -> nn.Module:
+    return RNNTagger()
+
+
+@register(
+    "lstm_seq_first",
+    description="Seq-first LSTM(8, 16, 2 layers) with explicit (h0, c0) state, Linear to 4",
+    input_shapes=(("seq", "N", 8), (2, "N", 16), (2, "N", 16)),
+    output_batch_dims=(1, 1, 1),
+    dims={"seq": TAG_SEQ},
+    tags=("architecture", "rnn", "seq-first"),
+)
+def lstm_seq_first() -> nn.Module:
+    return LSTMSeqFirst()

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from .._dimexpr import evaluate
+from ..capture import size_hint
 from ._graph import (
     add_constant,
     call,
@@ -172,20 +174,32 @@ def param_count(ctx: PassContext) -> int:
     total = 0
     for node in ctx.gm.graph.nodes:
         if is_call(node, aten.linear.default, aten.batch_norm.default, *PLAIN_CONVS):
-            total += sum(int(val(a).numel()) for a in node.args[1:3] if isinstance(a, fx.Node))
+            total += sum(
+                size_hint(val(a).numel()) for a in node.args[1:3] if isinstance(a, fx.Node)
+            )
     return total
 
 
 def flops(ctx: PassContext) -> int:
-    """Multiply-adds x 2 of conv/linear layers at batch 1."""
+    """Multiply-adds x 2 of conv/linear layers at batch 1 (other dynamic dims at their example
+    size)."""
     total = 0
     for node in ctx.gm.graph.nodes:
         if not is_call(node, aten.linear.default, *PLAIN_CONVS):
             continue
         out = 1
         for d in val(node).shape:
-            dim = ctx.captured.batch.dim_of(int(d))
-            out *= dim if isinstance(dim, int) else int(dim.partition("*")[2] or 1)
+            out *= _size_at_batch_1(ctx, d)
         w = val(node.args[1])
         total += 2 * out * (w[0].numel() if w.dim() > 1 else 1)
     return total
+
+
+def _size_at_batch_1(ctx: PassContext, d: Any) -> int:
+    """A traced size with the dim named "batch" at 1 and every other name at its example."""
+    dim = ctx.captured.shapes.dim(d)
+    if isinstance(dim, int):
+        return dim
+    sizes = {s.name: 1 if s.name == "batch" else s.example for s in ctx.captured.shapes.symbols}
+    value = evaluate(dim, sizes)
+    return value if value is not None else size_hint(d)

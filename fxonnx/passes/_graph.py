@@ -11,7 +11,7 @@ import torch
 from torch import fx
 from torch._guards import detect_fake_mode
 
-from ..capture import Captured, TensorSpec
+from ..capture import Captured, TensorSpec, same_shape, size_hint
 
 aten = torch.ops.aten
 
@@ -58,7 +58,7 @@ def same_meta(a: Any, b: Any) -> bool:
     va, vb = val(a), val(b)
     if not isinstance(va, torch.Tensor) or not isinstance(vb, torch.Tensor):
         return False
-    return tuple(va.shape) == tuple(vb.shape) and va.dtype == vb.dtype
+    return same_shape(va.shape, vb.shape) and va.dtype == vb.dtype
 
 
 def fake_mode(gm: fx.GraphModule) -> Any:
@@ -190,4 +190,4 @@ def remove_unused_state(captured: Captured) -> list[str]:
 
 def numel(node: fx.Node) -> int:
     v = val(node)
-    return int(v.numel()) if isinstance(v, torch.Tensor) else 0
+    return size_hint(v.numel()) if isinstance(v, torch.Tensor) else 0

@@ -73,7 +73,15 @@ class Pass:
         still current, and recompiling every pass was half of the pipeline's time."""
         gm = ctx.gm
         before = before or structural_hash(ctx.captured)
+        dims = ctx.captured.shapes.snapshot()
         result = self.run(ctx)
+        fixed = ctx.captured.shapes.fixed_since(dims)
+        if fixed:
+            raise PassError(
+                f"pass {self.name!r} fixed the dynamic dim(s) {fixed} to their example size "
+                "(it read a symbolic size as an int: a bug in fxonnx)",
+                hint=f"skip=[{self.name!r}] avoids it meanwhile",
+            )
         if result.gm is not gm or ctx.gm is not gm:
             raise PassError(f"pass {self.name!r} returned a different graph module")
         after = structural_hash(ctx.captured)

@@ -9,6 +9,7 @@ from collections import Counter
 import torch
 from torch import fx
 
+from ..capture import same_shape
 from ._graph import is_call, same_meta, scalar_operand, val
 from ._infra import Pass, PassContext, PassResult, register
 
@@ -72,7 +73,7 @@ def _identity_input(node: fx.Node) -> fx.Node | str:
             return "no_metadata"
         if vx.dtype != vn.dtype:
             return "changes_dtype"
-        if tuple(vx.shape) != tuple(vn.shape):
+        if not same_shape(vx.shape, vn.shape):
             return "changes_shape"
         if t in (aten._to_copy.default, aten.to.device) and vx.device != vn.device:
             return "changes_device"

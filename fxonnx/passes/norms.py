@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture import static_dim
 from ._graph import call, erase_dead, is_call, only_user, scalar_operand, val
 from ._infra import Pass, PassContext, PassResult, register
 from ._match import lowerable, other
@@ -34,7 +35,8 @@ def _last_dims(node: Any, x: fx.Node) -> list[int] | None:
         or sorted(d % rank for d in dims) != list(range(rank - len(dims), rank))
     ):
         return None
-    return [int(s) for s in val(x).shape[rank - len(dims) :]]
+    shape = [static_dim(s) for s in val(x).shape[rank - len(dims) :]]
+    return None if None in shape else shape  # type: ignore[return-value]
 
 
 def _squared(node: Any) -> fx.Node | None:

@@ -10,6 +10,7 @@ from collections import Counter
 import torch
 from torch import fx
 
+from ..capture import static_dim
 from ._graph import call, is_call, val
 from ._infra import Pass, PassContext, PassResult, register
 
@@ -32,17 +33,17 @@ SIZED = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
 
 
 def target_shape(ctx: PassContext, node: fx.Node) -> list | str:
-    """The node's output shape as reshape arguments: ints, with -1 for the one dynamic (batch)
-    dim; a view/reshape with several dynamic dims keeps its own (symbolic) size arguments."""
+    """The node's output shape as reshape arguments: ints, with -1 for the one dynamic dim; a
+    view/reshape with several dynamic dims keeps its own (symbolic) size arguments."""
     v = val(node)
     if not isinstance(v, torch.Tensor):
         return "no_metadata"
-    dims = [ctx.captured.batch.dim_of(int(d)) for d in v.shape]
-    dynamic = [i for i, d in enumerate(dims) if isinstance(d, str)]
+    dims = [static_dim(d) for d in v.shape]
+    dynamic = [i for i, d in enumerate(dims) if d is None]
     if 0 in dims:
         return "zero_sized"
     if len(dynamic) <= 1:
-        return [-1 if isinstance(d, str) else d for d in dims]
+        return [-1 if d is None else d for d in dims]
     if node.target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default):
         return list(node.args[1])
     return "several_dynamic_dims"

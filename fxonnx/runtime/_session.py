@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .._dimexpr import METADATA_KEY, bind, constraints_from_json
 from .._errors import InputError, RuntimeSessionError
 from ._providers import CUDA, resolve
 
@@ -83,6 +84,8 @@ class Session:
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300]
             raise RuntimeSessionError(f"onnxruntime could not load the model: {first}") from e
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.dim_constraints = constraints_from_json(meta.get(METADATA_KEY))
         self.inputs = _specs(self._session.get_inputs())
         self.outputs = _specs(self._session.get_outputs())
         self.on_cuda = self._session.get_providers()[0] == CUDA
@@ -94,14 +97,14 @@ class Session:
     # -- validation ------------------------------------------------------------------------
     def validate(self, arrays: Sequence[Any], devices: Sequence[str] | None = None) -> None:
         """One clear error for the first input whose count, dtype, rank, dim or device is off;
-        named dynamic dims must agree across inputs (one batch size per call)."""
+        dims that share a name must agree across inputs and stay inside the ranges the graph
+        supports (the model's ``fxonnx.dims`` metadata)."""
         if len(arrays) != len(self.inputs):
             names = [s.name for s in self.inputs]
             raise InputError(
                 f"expected {len(self.inputs)} input(s) {names}, got {len(arrays)}",
                 hint="pass the tensors in the order of the model's forward() arguments",
             )
-        bound: dict[str, tuple[int, str]] = {}
         for i, (spec, arr) in enumerate(zip(self.inputs, arrays, strict=True)):
             dtype = np.dtype(arr.dtype) if not hasattr(arr, "is_cuda") else _torch_np(arr.dtype)
             if dtype != spec.dtype:
@@ -115,21 +118,6 @@ class Session:
                     f"input {spec.name!r} has {len(shape)} dims {list(shape)}, expected "
                     f"{len(spec.shape)} {_show(spec.shape)}"
                 )
-            for d, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
-                if isinstance(want, int) and got != want:
-                    raise InputError(
-                        f"input {spec.name!r} dim {d} is {got}, expected {want} "
-                        f"(shape {_show(spec.shape)})",
-                        hint="this dim is static in the exported graph"
-                        + ("; re-export with a dynamic batch" if d == 0 else ""),
-                    )
-                if isinstance(want, str) and want == "batch":
-                    if want in bound and bound[want][0] != got:
-                        raise InputError(
-                            f"input {spec.name!r} has batch size {got} but input "
-                            f"{bound[want][1]!r} has {bound[want][0]}"
-                        )
-                    bound[want] = (got, spec.name)
             if devices is not None:
                 device = devices[i]
                 if device.startswith("cuda") and not self.on_cuda:
@@ -137,6 +125,12 @@ class Session:
                         f"input {spec.name!r} is on {device} but the session runs on the CPU",
                         hint="move it with .cpu(), or compile with provider='cuda'",
                     )
+        bind(
+            [s.name for s in self.inputs],
+            [s.shape for s in self.inputs],
+            [tuple(a.shape) for a in arrays],
+            self.dim_constraints,
+        )
 
     # -- running ---------------------------------------------------------------------------
     def run_numpy(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:

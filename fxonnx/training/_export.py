@@ -34,10 +34,10 @@ def _as_tuple(x: Any, what: str) -> tuple[torch.Tensor, ...]:
 def _captured(joint: Joint) -> Captured:
     """The joint graph in the form ``lower`` takes: every slot is a graph input (parameters and
     state change between steps, so none is baked in as an initializer)."""
-    info = joint.batch
+    shapes = joint.shapes
 
     def spec(name: str, kind: Any, val: torch.Tensor) -> TensorSpec:
-        return TensorSpec(name, kind, tuple(info.dim_of(int(d)) for d in val.shape), val.dtype)
+        return TensorSpec(name, kind, tuple(shapes.dim(d) for d in val.shape), val.dtype)
 
     empty = pytree.tree_flatten(())[1]
     return Captured(
@@ -49,7 +49,7 @@ def _captured(joint: Joint) -> Captured:
         leaves=(),
         out_spec=empty,
         out_leaves=(),
-        batch=info,
+        shapes=shapes,
         method="training",
     )
 
@@ -72,7 +72,7 @@ def signature(joint: Joint, optimizer: dict[str, Any] | None) -> dict[str, Any]:
         "grads": names("grad", joint.outputs),
         "updates": {s.name: s.source for s in joint.outputs if s.role == "new"},
         "optimizer": optimizer,
-        "batch": "dynamic" if joint.batch.dynamic else "static",
+        "dynamic_dims": list(joint.shapes.names),
     }
 
 
@@ -86,8 +86,9 @@ def export_training(
     optimizer: str | None = None,
     lr: float = 0.01,
     opset: int = DEFAULT_OPSET,
-    dynamic: bool = True,
+    dynamic_dims: Any = "auto",
     batch_dims: Any = None,
+    dynamic: bool = True,
     **hyper: Any,
 ) -> onnx.ModelProto:
     """Write an ONNX training step for ``model`` under ``loss_fn(model(*inputs), *targets)``.
@@ -95,9 +96,10 @@ def export_training(
     Graph inputs: every parameter and buffer (by name), with an optimizer its state
     (``momentum_buffer.<p>``, ``exp_avg.<p>``, ``exp_avg_sq.<p>``, and ``step`` for Adam and
     for SGD with momentum, whose first step copies the gradient) and ``lr``, then
-    ``input``/``input.<i>`` and ``target``/``target.<i>`` with a dynamic batch (``batch_dims``:
-    the batch dim per input; by default dim 0 of the first input, and for the other inputs
-    and the targets the first dim of that size).
+    ``input``/``input.<i>`` and ``target``/``target.<i>`` with ``dynamic_dims`` as in
+    ``compile`` over those names (default "auto": dim 0 of the first input is the batch, and the
+    other inputs and the targets carry it on their first dim of that size; ``batch_dims``, one
+    dim per input, is a shorthand).
     Outputs: ``loss``, ``grad.<p>`` per trainable parameter, ``<buffer>.new`` for buffers the
     step changes (train-mode batch norm statistics), and with an optimizer ``<p>.new`` and
     ``<state>.new``. Hyperparameters: SGD ``momentum``, ``dampening``, ``weight_decay``,
@@ -108,9 +110,16 @@ def export_training(
     dropout in training mode is refused. Only standard ONNX ops are used."""
     opt = make_optimizer(optimizer, **hyper)
     xs, ts = _as_tuple(inputs, "inputs"), _as_tuple(targets, "targets")
-    joint = trace_joint(model, loss_fn, xs, ts, opt, dynamic=dynamic, batch_dims=batch_dims)
-    if not joint.batch.dynamic and dynamic:
-        log.warning("fxonnx: training graph has a static batch: %s", joint.batch.reason)
+    joint = trace_joint(
+        model,
+        loss_fn,
+        xs,
+        ts,
+        opt,
+        dynamic_dims=dynamic_dims,
+        batch_dims=batch_dims,
+        dynamic=dynamic,
+    )
     opt_meta = None if opt is None else {"kind": opt.kind, "lr": lr, **opt.hyper}
     meta = {METADATA_KEY: json.dumps(signature(joint, opt_meta))}
     try:

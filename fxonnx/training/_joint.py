@@ -1,19 +1,22 @@
 """The joint training graph: forward, loss, backward (and an optimizer step) as one ATen graph.
 
-Gradients come from PyTorch's own derivative formulas: ``torch.func.grad_and_value`` over
-``functional_call``, ``functionalize(remove="mutations")`` and ``make_fx`` on fake tensors with
-the batch set to the capture sentinel (``fxonnx.capture._batch``), so the graph keeps a dynamic
-batch. Afterwards:
+Gradients come from PyTorch's own derivative formulas: ``torch.autograd.grad`` over
+``functional_call``, traced by ``make_fx`` on fake tensors whose dynamic dims are symbolic (the
+capture's ``SymbolicInputs``), so the graph keeps them dynamic. (functorch's ``grad`` transform
+would read symbolic sizes as ints inside matmul and fix them.) Afterwards:
 
 - train-mode ``native_batch_norm`` (which mutates the running stats in place) becomes
   ``_native_batch_norm_legit_functional``, whose extra outputs are the new running stats
   (marked ``node.meta["fxonnx.training"]``: only there may it be lowered);
-- ``copy_`` into an input (a mutated buffer) is dropped: the new value is the output;
+- in-place ops on inputs (``num_batches_tracked += 1``) become their functional twins whose
+  results are the outputs, and in-place ops on intermediates their functional twins;
 - random ops (dropout in training mode) are refused: the graph would not match eager.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +28,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError, ExportError
-from ..capture import BatchInfo, _batch
+from ..capture import Shapes
+from ..capture._dims import effective, from_batch_dims, resolve
+from ..capture._functionalize import _functional_twin, functionalize_simple
+from ..capture._recurrent import recurrent_decomposed
+from ..capture._symbolic import SymbolicInputs
 from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
 
 aten = torch.ops.aten
+log = logging.getLogger(__name__)
 
 _RANDOM = {
     aten.native_dropout.default,
@@ -48,7 +56,7 @@ _RANDOM = {
 
 @dataclass(frozen=True)
 class Slot:
-    """One graph input or output: its name, role and example value (fake, batch = sentinel)."""
+    """One graph input or output: its name, role and example value (fake, dims symbolic)."""
 
     name: str
     role: str  # parameter, buffer, state, step, lr, input, target | loss, grad, new
@@ -61,7 +69,7 @@ class Joint:
     gm: fx.GraphModule
     inputs: list[Slot]
     outputs: list[Slot]
-    batch: BatchInfo
+    shapes: Shapes
 
 
 class _Spec:
@@ -74,9 +82,8 @@ class _Spec:
         inputs: tuple[torch.Tensor, ...],
         targets: tuple[torch.Tensor, ...],
         opt: Optimizer | None,
-        dims: tuple[int | None, ...],
     ) -> None:
-        self.model, self.loss_fn, self.opt, self.dims = model, loss_fn, opt, dims
+        self.model, self.loss_fn, self.opt = model, loss_fn, opt
         self.params = {k: v for k, v in model.named_parameters() if v.requires_grad}
         frozen = {k: v for k, v in model.named_parameters() if not v.requires_grad}
         self.buffers = {**frozen, **dict(model.named_buffers())}
@@ -115,7 +122,16 @@ class _Spec:
                 raise ExportError("loss_fn must return a scalar (0-d) tensor")
             return loss
 
-        grads, loss = torch.func.grad_and_value(loss_of)(params, buffers)
+        params = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+        with torch.enable_grad(), recurrent_decomposed():
+            loss = loss_of(params, buffers)
+            found = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        grads = {
+            k: torch.zeros_like(p) if g is None else g
+            for (k, p), g in zip(params.items(), found, strict=True)
+        }
+        params = {k: p.detach() for k, p in params.items()}
+        loss = loss.detach()
         names = list(self.params)
         outs = [loss] + [grads[k] for k in names] + list(buffers.values())
         self.out_slots = [Slot("loss", "loss", None)]
@@ -142,30 +158,33 @@ class _Spec:
                 self.out_slots.append(Slot("step.new", "new", None, "step"))
         return outs
 
-    def fakes(self, mode: FakeTensorMode, batch: int | None) -> list[torch.Tensor]:
+    @property
+    def data_names(self) -> list[str]:
+        return [s.name for s in self.slots if s.role in ("input", "target")]
+
+    def fakes(self, symbolic: SymbolicInputs | None) -> tuple[FakeTensorMode, list[torch.Tensor]]:
+        mode = symbolic.mode if symbolic is not None else FakeTensorMode(allow_non_fake_inputs=True)
+        dims = iter(symbolic.per_input if symbolic is not None else [])
         out = []
-        dims = iter(self.dims)
         for slot in self.slots:
             t = slot.val
-            shape = list(t.shape)
-            if slot.role in ("input", "target"):
-                d = next(dims)
-                if batch is not None and d is not None:
-                    shape[d] = batch
+            if symbolic is not None and slot.role in ("input", "target"):
+                out.append(symbolic.fake(t, next(dims)))
+                continue
             with mode:
-                out.append(torch.empty(shape, dtype=t.dtype))
-        return out
+                out.append(torch.empty(t.shape, dtype=t.dtype))
+        return mode, out
 
 
-def _trace(spec: _Spec, batch: int | None) -> fx.GraphModule:
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fakes = spec.fakes(mode, batch)
-    fn = torch.func.functionalize(spec.fn, remove="mutations")
+def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
+    mode, fakes = spec.fakes(symbolic)
+    fn = spec.fn
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     try:
         # the math attention is differentiated op by op (no fused backward kernels)
-        with mode, sdpa_kernel(SDPBackend.MATH):
+        config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
+        with config, mode, sdpa_kernel(SDPBackend.MATH):
             gm = make_fx(fn)(*fakes)
     except ExportError:
         raise
@@ -174,6 +193,9 @@ def _trace(spec: _Spec, batch: int | None) -> fx.GraphModule:
         raise CaptureError(f"tracing the training step failed: {type(e).__name__}: {first}") from e
     _check_random(gm)
     _functional_batch_norm(gm)
+    reason = functionalize_simple(gm)
+    if reason is not None:
+        raise ExportError(f"the training step cannot be made functional: {reason}")
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
@@ -223,12 +245,29 @@ def _functional_batch_norm(gm: fx.GraphModule) -> None:
         elif node.target is aten.copy_.default and node.args[0].op == "placeholder":
             _remember(current, node.args[0], node.args[1])
             graph.erase_node(node)
-        elif node.target in (aten.copy_.default,) or (
-            isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
-        ):
-            raise ExportError(f"training graph mutates {node.args[0]} in place ({node.target})")
+        elif _mutates_input(node):
+            twin = _functional_twin(node.target)
+            if twin is None:
+                raise ExportError(f"training graph mutates {node.args[0]} in place ({node.target})")
+            source = node.args[0]
+            latest = current.get(source, source)
+            with graph.inserting_before(node):
+                new = graph.call_function(twin, (latest, *node.args[1:]), node.kwargs)
+            new.meta = dict(node.meta)
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+            _remember(current, latest, new)
     out = next(n for n in graph.nodes if n.op == "output")
     out.args = (tuple(_latest(current, v) for v in out.args[0]),)
+
+
+def _mutates_input(node: fx.Node) -> bool:
+    """An in-place op (``add_``) whose mutated first argument is a graph input."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload) or not target._schema.is_mutable:
+        return False
+    first = node.args[0] if node.args else None
+    return isinstance(first, fx.Node) and first.op == "placeholder"
 
 
 def _remember(current: dict[fx.Node, fx.Node], value: fx.Node, new: fx.Node) -> None:
@@ -251,65 +290,57 @@ def trace_joint(
     targets: tuple[torch.Tensor, ...],
     opt: Optimizer | None,
     *,
-    dynamic: bool = True,
+    dynamic_dims: Any = "auto",
     batch_dims: Sequence[int | None] | None = None,
+    dynamic: bool = True,
 ) -> Joint:
-    """Trace the training step; the batch stays dynamic when the graph's batch arithmetic can
-    be expressed from the runtime batch size. ``batch_dims``: the batch dim of each input (None:
-    none); by default dim 0 of the first input, and for the other inputs and the targets their
-    first dim of the same size."""
-    dims = _batch_dims(inputs, targets, batch_dims)
-    spec = _Spec(model, loss_fn, inputs, targets, opt, dims)
-    tensors = inputs + targets
-    example = next((t.shape[d] for t, d in zip(tensors, dims, strict=True) if d is not None), None)
-    info = BatchInfo(False, example, dims, reason="dynamic=False")
-    gm = None
-    if dynamic and example is not None:
-        s1 = _batch.SENTINEL
-        gm = _trace(spec, s1)
-        why = _batch.scan(gm, s1)
-        if why is None:
-            affines: Any = _batch.multiples(gm, s1)
-        else:
-            s2 = _batch.SECOND_SENTINEL
-            affines = _batch.fit(gm, _trace(spec, s2), s1, s2)
-        failed = affines if isinstance(affines, str) else _batch.symbolize(gm, affines, s1)
-        if failed:
-            info = BatchInfo(False, example, dims, reason=failed)
-            gm = None
-        else:
-            gm.recompile()
-            info = BatchInfo(True, example, dims, sentinel=s1)
-    if gm is None:
-        gm = _trace(spec, None)
-    return _finish(spec, gm, info)
+    """Trace the training step with ``dynamic_dims`` over the inputs and targets (names
+    ``input``/``input.<i>``, ``target``/``target.<i>``; see ``fxonnx.capture``). "auto": dim 0
+    of the first input is the batch, and the other inputs and the targets carry it on their
+    first dim of that size. ``batch_dims`` (one dim per input) is the older shorthand."""
+    spec = _Spec(model, loss_fn, inputs, targets, opt)
+    tensors = list(inputs + targets)
+    names = spec.data_names
+    wanted = effective(dynamic_dims, None, dynamic, names)
+    if batch_dims is not None:
+        if dynamic_dims != "auto":
+            raise ExportError("batch_dims and dynamic_dims were both given")
+        if len(batch_dims) != len(inputs):
+            raise ExportError(
+                f"batch_dims has {len(batch_dims)} entries for {len(inputs)} input(s)"
+            )
+        wanted = _with_targets(from_batch_dims(batch_dims, names[: len(inputs)]), tensors, names)
+    per_input = resolve(tensors, names, wanted)
+    requested = "static" if wanted is None else wanted if isinstance(wanted, str) else "explicit"
+    if not any(per_input):
+        return _finish(spec, _trace(spec, None), Shapes(requested=requested))
+    symbolic = SymbolicInputs.create(tensors, names, per_input)
+    gm = _trace(spec, symbolic)
+    user = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
+    user = [v for v, s in zip(user, spec.slots, strict=True) if s.role in ("input", "target")]
+    shapes, fixed = symbolic.analyze(requested, user)
+    if fixed and requested == "explicit":
+        raise CaptureError(f"{fixed[0].describe()}, but dynamic_dims asks for it to vary")
+    for f in fixed:
+        log.warning("fxonnx: training graph: %s; that dim is static", f.describe())
+    return _finish(spec, gm, shapes)
 
 
-def _batch_dims(
-    inputs: tuple[torch.Tensor, ...],
-    targets: tuple[torch.Tensor, ...],
-    given: Sequence[int | None] | None,
-) -> tuple[int | None, ...]:
-    if given is not None:
-        if len(given) != len(inputs):
-            raise ExportError(f"batch_dims has {len(given)} entries for {len(inputs)} input(s)")
-        dims = [None if d is None else d % inputs[i].dim() for i, d in enumerate(given)]
-    elif inputs and inputs[0].dim():
-        dims = [0]
-    else:
-        dims = [None]
-    first = next((t.shape[d] for t, d in zip(inputs, dims, strict=False) if d is not None), None)
-
-    def same_size(t: torch.Tensor) -> int | None:
-        return next((d for d, n in enumerate(t.shape) if n == first), None)
-
-    if given is None:
-        dims += [same_size(t) for t in inputs[1:]]
-    dims += [same_size(t) if first is not None else None for t in targets]
-    return tuple(dims)
+def _with_targets(spec: dict, tensors: list[torch.Tensor], names: list[str]) -> dict:
+    """Targets carry the batch on their first dim of the inputs' batch size."""
+    sizes = {int(tensors[k].shape[d]) for k, dims in spec.items() for d in dims}
+    if len(sizes) != 1:
+        return spec
+    (batch,) = sizes
+    for i, name in enumerate(names):
+        if name.startswith("target") and i not in spec:
+            d = next((d for d, n in enumerate(tensors[i].shape) if n == batch), None)
+            if d is not None:
+                spec[i] = {d: "batch"}
+    return spec
 
 
-def _finish(spec: _Spec, gm: fx.GraphModule, info: BatchInfo) -> Joint:
+def _finish(spec: _Spec, gm: fx.GraphModule, shapes: Shapes) -> Joint:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     inputs = [
         Slot(s.name, s.role, ph.meta["val"]) for s, ph in zip(spec.slots, placeholders, strict=True)
@@ -333,4 +364,4 @@ def _finish(spec: _Spec, gm: fx.GraphModule, info: BatchInfo) -> Joint:
         )
         for i in keep
     ]
-    return Joint(gm, inputs, outputs, info)
+    return Joint(gm, inputs, outputs, shapes)

@@ -2,7 +2,7 @@
 
 from ._compare import TOLERANCES, compare, compare_all, tolerance
 from ._report import Check, Report
-from ._verify import resize_batch, second_batch, verify
+from ._verify import resize_inputs, resize_to, second_sizes, symbols_of, verify
 
 __all__ = [
     "TOLERANCES",
@@ -10,8 +10,10 @@ __all__ = [
     "Report",
     "compare",
     "compare_all",
-    "resize_batch",
-    "second_batch",
+    "resize_inputs",
+    "resize_to",
+    "second_sizes",
+    "symbols_of",
     "tolerance",
     "verify",
 ]

@@ -24,7 +24,13 @@ from ._report import Check
 
 
 def _onnx_session(
-    model: nn.Module, args: tuple, kwargs: dict, dtype: torch.dtype, passes: Any, skip: Any
+    model: nn.Module,
+    args: tuple,
+    kwargs: dict,
+    dtype: torch.dtype,
+    passes: Any,
+    skip: Any,
+    dynamic_dims: Any = "auto",
 ) -> tuple[Any, Captured, list[str], list[str]]:
     """An onnxruntime session of the optimized graph in ``dtype`` with parameters as inputs."""
     from ..export import lower
@@ -33,7 +39,7 @@ def _onnx_session(
 
     m = copy.deepcopy(model).to(dtype).eval()
     a, k = _cast(args, dtype), _cast(kwargs, dtype)
-    captured = capture(m, a, k)
+    captured = capture(m, a, k, dynamic_dims=dynamic_dims)
     if passes != "none":
         from ..passes import run_passes
         from ._gradients import _flat_user
@@ -60,6 +66,7 @@ def directional_checks(
     directions: int,
     seed: int,
     fd: dict[torch.dtype, tuple[float, float]],
+    dynamic_dims: Any = "auto",
 ) -> tuple[list[Check], list[str]]:
     notes: list[str] = []
     leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
@@ -69,7 +76,7 @@ def directional_checks(
     for dtype in (torch.float64, torch.float32):
         try:
             session, captured, feed_names, user_names = _onnx_session(
-                model, args, kwargs, dtype, passes, skip
+                model, args, kwargs, dtype, passes, skip, dynamic_dims
             )
             # the point: parameters (by name) and user tensors, in float64 for eager
             user_pos = [

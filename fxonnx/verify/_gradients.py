@@ -60,11 +60,12 @@ def _prepare(
     dtype: torch.dtype,
     passes: Any,
     skip: Sequence[str],
+    dynamic_dims: Any = "auto",
 ) -> tuple[nn.Module, tuple, dict, Captured, Captured, list[dict[str, Any]]]:
     """An eval-mode copy of the model in ``dtype``, its capture, and the optimized capture."""
     m = copy.deepcopy(model).to(dtype).eval()
     a, k = _cast(args, dtype), _cast(kwargs, dtype)
-    captured = capture(m, a, k)
+    captured = capture(m, a, k, dynamic_dims=dynamic_dims)
     stats: list[dict[str, Any]] = []
     optimized = captured
     if passes != "none":
@@ -248,13 +249,15 @@ def check_gradients(
     directions: int = 2,
     seed: int = 0,
     bake_constants: bool = False,
+    dynamic_dims: Any = "auto",
 ) -> Report:
     """Compare the gradients of the captured graph (optimized by ``passes``: "default", "none"
     or a list, minus ``skip``) with eager autograd, and the ONNX model's directional
     derivatives with eager forward mode. The model runs in eval mode (as ``compile`` captures
     it). ``loss(outputs)`` gives the scalar (default: a seeded random cotangent). With
     ``dtype=torch.float64`` the model and inputs are cast and ``gradcheck`` runs too;
-    ``directions=0`` skips the ONNX check. Returns a Report; it does not raise.
+    ``directions=0`` skips the ONNX check. ``dynamic_dims`` as in ``compile`` (the graphs are
+    differentiated at the example's sizes). Returns a Report; it does not raise.
 
     The graph gradients are taken with ``const_fold`` held back (``bake_constants=True`` keeps
     it): the folds before it are computations on the original parameters, which const_fold then
@@ -271,7 +274,9 @@ def check_gradients(
     held_back = not bake_constants and chooses(passes, skip, "const_fold")
     if held_back:
         grad_skip.append("const_fold")
-    m, a, k, captured, optimized, stats = _prepare(model, args, kwargs, dtype, passes, grad_skip)
+    m, a, k, captured, optimized, stats = _prepare(
+        model, args, kwargs, dtype, passes, grad_skip, dynamic_dims
+    )
     stages = {"capture+passes": (time.perf_counter() - t0) * 1e3}
     t0 = time.perf_counter()
     checks = _grad_checks(m, a, k, captured, optimized, loss, seed, dtype)
@@ -289,7 +294,7 @@ def check_gradients(
     if directions:
         t0 = time.perf_counter()
         dir_checks, dir_notes = directional_checks(
-            model, args, kwargs, passes, skip, directions, seed, _FD
+            model, args, kwargs, passes, skip, directions, seed, _FD, dynamic_dims
         )
         checks += dir_checks
         notes += dir_notes

@@ -1,4 +1,5 @@
-"""Run eager and compiled side by side on the example inputs and at a second batch size."""
+"""Run eager and compiled side by side on the example inputs and at second sizes of every
+dynamic dim."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from .._dimexpr import evaluate, is_name
+from ..capture import DimSymbol
 from ._compare import compare_all
 from ._report import Check, Report
 
@@ -17,37 +20,93 @@ if TYPE_CHECKING:
     from .._compile import CompiledModel
 
 
-def resize_batch(
-    args: tuple, kwargs: dict, batch_dims: Sequence[int | None], batch: int
-) -> tuple[tuple, dict]:
-    """New inputs with ``batch`` rows along each input's batch dim: rows are reused cyclically
-    (integer inputs stay valid ids) and float rows are scaled per row so no two rows repeat."""
+def resize_inputs(args: tuple, kwargs: dict, sizes: Sequence[Sequence[int | None]]) -> tuple:
+    """New inputs with the shapes ``sizes`` (one per tensor leaf; None keeps a dim): each
+    resized dim reuses its slices cyclically (integer inputs stay valid ids), and along the
+    first resized dim (the batch, usually) float slices are scaled so that no two repeat."""
     leaves, spec = pytree.tree_flatten((args, kwargs))
-    dims = iter(batch_dims)
+    wanted = iter(sizes)
     out = []
     for leaf in leaves:
         if not isinstance(leaf, torch.Tensor):
             out.append(leaf)
             continue
-        dim = next(dims)
-        if dim is None:
-            out.append(leaf)
-            continue
-        index = torch.arange(batch, device=leaf.device) % leaf.shape[dim]
-        resized = leaf.index_select(dim, index)
-        if resized.dtype.is_floating_point:
-            shape = [1] * resized.dim()
-            shape[dim] = batch
-            scale = 1 + 0.125 * torch.arange(batch, device=leaf.device, dtype=resized.dtype)
-            resized = resized * scale.reshape(shape)
-        out.append(resized)
+        target = next(wanted)
+        scaled = False
+        for dim, size in enumerate(target):
+            if size is None or size == leaf.shape[dim]:
+                continue
+            index = torch.arange(size, device=leaf.device) % max(1, leaf.shape[dim])
+            leaf = leaf.index_select(dim, index)
+            if leaf.dtype.is_floating_point and not scaled:
+                scaled = True
+                shape = [1] * leaf.dim()
+                shape[dim] = size
+                scale = 1 + 0.125 * torch.arange(size, device=leaf.device, dtype=leaf.dtype)
+                leaf = leaf * scale.reshape(shape)
+        out.append(leaf)
     new_args, new_kwargs = pytree.tree_unflatten(out, spec)
     return tuple(new_args), dict(new_kwargs)
 
 
-def second_batch(example: int) -> int:
-    """Batch 1 catches size-1 special cases (squeeze, broadcasting); after that, 3."""
-    return 1 if example != 1 else 3
+def resize_to(
+    args: tuple, kwargs: dict, signatures: Sequence[Sequence[Any]], sizes: dict[str, int]
+) -> tuple[tuple, dict]:
+    """The inputs resized so that their named dims (``signatures``: one shape of ints, names
+    and expressions per tensor leaf) take ``sizes``."""
+    targets = [
+        [None if isinstance(d, int) else evaluate(d, sizes) for d in shape] for shape in signatures
+    ]
+    return resize_inputs(args, kwargs, targets)
+
+
+def symbols_of(
+    signatures: Sequence[Sequence[Any]],
+    tensors: Sequence[Any],
+    constraints: dict[str, dict[str, Any]] | None = None,
+) -> list[DimSymbol]:
+    """The named dims of a signature with their sizes in ``tensors`` as the examples, and the
+    ranges ``constraints`` give (an ONNX file's or a bundle's)."""
+    constraints = constraints or {}
+    seen: dict[str, int] = {}
+    for shape, t in zip(signatures, tensors, strict=False):
+        for d, size in zip(shape, t.shape, strict=False):
+            if is_name(d):
+                seen.setdefault(d, int(size))
+    out = []
+    for name, example in seen.items():
+        c = constraints.get(name, {})
+        out.append(
+            DimSymbol(
+                name,
+                example,
+                min=c.get("min", 1),
+                max=c.get("max"),
+                multiple_of=c.get("multiple_of", 1) or 1,
+            )
+        )
+    return out
+
+
+def second_sizes(symbols: Sequence[DimSymbol]) -> dict[str, int]:
+    """A second value of every dynamic dim, no two alike and none equal to its example, inside
+    the range and multiple the graph supports. The first dim (the batch) goes to 1 when it can,
+    which catches size-1 special cases (squeeze, broadcasting); the others grow by a few."""
+    chosen: dict[str, int] = {}
+    for i, sym in enumerate(symbols):
+        k = max(1, sym.multiple_of)
+        if i == 0 and sym.example != 1 and sym.min <= 1 and k == 1:
+            candidates = [1]
+        else:
+            up = [((sym.example + 7) // k + j) * k for j in range(64)]
+            down = [(sym.example // k - j) * k for j in range(1, 64)]
+            candidates = up + down
+        for value in candidates:
+            fits = sym.min <= value and (sym.max is None or value <= sym.max)
+            if fits and value != sym.example and value not in chosen.values():
+                chosen[sym.name] = value
+                break
+    return chosen
 
 
 def _eager(model: nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -62,12 +121,13 @@ def verify(
     compiled: CompiledModel | None = None,
     kwargs: dict | None = None,
     *,
-    batches: Sequence[int] | None = None,
+    dims: Sequence[dict[str, int]] | None = None,
 ) -> Report:
     """Compare ``compiled(*args, **kwargs)`` with ``model(*args, **kwargs)`` output by output.
 
-    With a dynamic batch, the inputs are also resized to other batch sizes (``batches``, by
-    default one: 1, or 3 when the example batch is 1). Returns a Report; it does not raise."""
+    With dynamic dims, the inputs are also resized to other sizes of them: ``dims`` gives
+    {name: size} per extra run; by default one run at ``second_sizes``. Checks are named after
+    the sizes (``output @batch=1,seq=17``). Returns a Report; it does not raise."""
     if compiled is None:
         raise TypeError("verify(model, args, compiled): pass the compiled model to check")
     if not isinstance(args, tuple):
@@ -78,16 +138,17 @@ def verify(
     checks: list[Check] = []
     with eval_mode(model):
         checks += compare_all(names, _eager(model, args, kwargs), compiled.run_flat(args, kwargs))
-        info = compiled.captured.batch
-        if info.dynamic and info.example is not None:
-            for batch in batches or (second_batch(info.example),):
-                a, k = resize_batch(args, kwargs, info.dims, batch)
-                checks += compare_all(
-                    names, _eager(model, a, k), compiled.run_flat(a, k), suffix=f" @batch {batch}"
-                )
+        shapes = compiled.captured.shapes
+        signatures = [spec.shape for spec in compiled.captured.user_inputs]
+        for sizes in dims or ([second_sizes(shapes.symbols)] if shapes.dynamic else []):
+            if not sizes:
+                continue
+            a, k = resize_to(args, kwargs, signatures, sizes)
+            at = " @" + ",".join(f"{n}={v}" for n, v in sizes.items())
+            checks += compare_all(names, _eager(model, a, k), compiled.run_flat(a, k), suffix=at)
     notes = ()
-    if not compiled.captured.batch.dynamic:
-        notes = (f"checked at batch {compiled.captured.batch.example} only (static batch)",)
+    if not shapes.dynamic:
+        notes = ("checked at the example's shapes only (every dim static)",)
     return Report(
         checks=tuple(checks), notes=notes, stages={"verify": (time.perf_counter() - t0) * 1e3}
     )

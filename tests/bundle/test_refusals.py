@@ -264,7 +264,10 @@ def test_inputs_must_share_one_batch_size(tmp_path: Path) -> None:
     ex = (torch.randn(2, 4), torch.randn(2, 4))
     model = fxonnx.load(fxonnx.compile(Add(), ex, provider="cpu").save_bundle(tmp_path / "a"))
     a, b = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
-    with pytest.raises(fxonnx.InputError, match="input 'y' has batch size 5 .* 'x' has 3"):
+    with pytest.raises(
+        fxonnx.InputError,
+        match="input 'y' dim 0 \\('batch'\\) is 5 but input 'x' dim 0 \\('batch'\\) is 3",
+    ):
         model(a, b)
     with pytest.raises(fxonnx.InputError, match=r"missing input\(s\) \['y'\]"):
         model(a)

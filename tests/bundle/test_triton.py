@@ -88,7 +88,7 @@ def test_batched_config_matches_signature(tmp_path: Path, name: str) -> None:
 def test_static_batch_keeps_full_dims_and_gpu_kind(tmp_path: Path) -> None:
     model, inputs = fxonnx.models.get("mlp", batch=2)
     cm = fxonnx.compile(model, inputs, provider="cpu", dynamic=False)
-    assert not cm.captured.batch.dynamic
+    assert not cm.captured.shapes.dynamic
     target = cm.save_bundle(tmp_path, fmt="triton", name="mlp", provider="cuda")
     config = parse_pbtxt((target / "config.pbtxt").read_text())
     assert config["max_batch_size"] == [0]

@@ -32,7 +32,7 @@ def test_library_style_model_runs_at_other_batch_sizes() -> None:
     model = LibraryStyle().eval()
     x, scale = torch.randn(2, 5, 8), torch.tensor(0.5)
     captured = capture(model, (x,), {"scale": scale})
-    assert captured.batch.dynamic
+    assert captured.shapes.names == ("batch",)
     assert [s.name for s in captured.user_inputs] == ["x", "scale"]
     assert {s.name for s in captured.outputs} == {"hidden", "slots"}
     for batch in (1, 7):
@@ -72,13 +72,25 @@ class HalfBatch(nn.Module):
         return x.reshape(x.size(0) // 2, -1)  # not linear in the batch size
 
 
-def test_batch_arithmetic_that_is_not_linear_gives_a_static_graph_that_says_so() -> None:
+def test_batch_arithmetic_that_is_not_linear_stays_dynamic() -> None:
     model = HalfBatch()
-    with pytest.warns(UserWarning, match="batch is static"):
-        cm = fxonnx.compile(model, (torch.randn(4, 3),), provider="cpu")
-    assert not cm.captured.batch.dynamic
-    assert "not linear" in cm.captured.batch.reason
-    assert any("batch is static" in n for n in cm.report.notes)
+    cm = fxonnx.compile(model, (torch.randn(4, 3),), provider="cpu", verify=False)
+    assert cm.captured.shapes.names == ("batch",)
+    assert cm.captured.outputs[0].shape[0] == "batch//2"
+    x = torch.randn(10, 3)
+    torch.testing.assert_close(cm(x), model(x))
+
+
+class FixedBatch(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(4, 3) * 2  # the code fixes the batch at 4
+
+
+def test_a_batch_the_code_fixes_gives_a_static_graph_that_says_so() -> None:
+    with pytest.warns(UserWarning, match="fixed to 4"):
+        cm = fxonnx.compile(FixedBatch(), (torch.randn(4, 3),), provider="cpu")
+    assert not cm.captured.shapes.dynamic
+    assert any("fixed to 4" in n and "x.reshape(4, 3)" in n for n in cm.report.notes)
     with pytest.raises(fxonnx.InputError, match=r"input 'x' dim 0 is 6, expected 4"):
         cm(torch.randn(6, 3))
 
@@ -94,20 +106,21 @@ class WithHidden(nn.Module):
 
 def test_batch_dims_found_in_a_hidden_state_shaped_layers_by_batch() -> None:
     captured = capture(WithHidden(), (torch.randn(3, 4), torch.randn(1, 3, 4)))
-    assert captured.batch.dims == (0, 1)
+    assert captured.user_inputs[0].shape == ("batch", 4)
     assert captured.user_inputs[1].shape == (1, "batch", 4)
+    assert captured.shapes.symbol("batch").uses == (("x", 0), ("h", 1))
 
 
 def test_bad_batch_dims_are_refused_with_the_input_names() -> None:
     with pytest.raises(fxonnx.CaptureError, match="inputs are"):
         capture(WithHidden(), (torch.randn(3, 4), torch.randn(1, 3, 4)), batch_dims={"y": 0})
-    with pytest.raises(fxonnx.CaptureError, match="different sizes"):
+    with pytest.raises(fxonnx.CaptureError, match="dims named 'batch' differ"):
         capture(WithHidden(), (torch.randn(3, 4), torch.randn(1, 3, 4)), batch_dims=(0, 0))
 
 
 def test_static_capture_on_request() -> None:
     captured = capture(WithHidden(), (torch.randn(3, 4), torch.randn(1, 3, 4)), dynamic=False)
-    assert not captured.batch.dynamic
+    assert not captured.shapes.dynamic
     assert captured.user_inputs[0].shape == (3, 4)
 
 

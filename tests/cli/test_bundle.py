@@ -139,7 +139,7 @@ def test_failed_verification_writes_no_bundle(tmp_path: Path, monkeypatch, capsy
 def test_inspect_bundle(mlp_bundle: Path, capsys) -> None:
     assert main(["inspect", str(mlp_bundle)]) == 0
     text = capsys.readouterr().out
-    assert f"{mlp_bundle} (fxonnx bundle mlp-bundle, format 1, 2 files + manifest" in text
+    assert f"{mlp_bundle} (fxonnx bundle mlp-bundle, format 2, 2 files + manifest" in text
     assert "[batch, 10]" in text and "[batch, 30]" in text
     assert "verified    ok at export (2 checks against eager" in text
     assert "model.onnx" in text and "README.md" in text and "fxonnx verify DIR" in text
@@ -183,7 +183,7 @@ def test_verify_bundle_against_model(mlp_bundle: Path, capsys) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["compared_with_eager"] and data["ok"]
     eager = [c for c in data["checks"] if c["kind"] == "output"]
-    assert [c["name"] for c in eager] == ["output", "output @batch 1"]
+    assert [c["name"] for c in eager] == ["output", "output @batch=1"]
     assert all(0 < c["rtol"] and c["max_abs"] < 1e-4 for c in eager)
 
 

@@ -60,7 +60,7 @@ def test_export_static_json(tmp_path: Path, capsys) -> None:
     code = main(["export", "mlp", "-o", str(out), "--static", "--batch", "3", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["batch"] == "static" and data["ok"] is True and data["verified"] is True
+    assert data["dynamic_dims"] == {} and data["ok"] is True and data["verified"] is True
     assert data["inputs"] == [{"name": "x", "shape": [3, 10], "dtype": "float32"}]
     assert data["parameters"] == 330 and data["nodes"] == 1
     assert data["timings_ms"]["total"] > 0
@@ -100,7 +100,7 @@ def test_export_module_factory(tmp_path: Path, monkeypatch, capsys) -> None:
 def test_inspect(mlp_onnx: Path, capsys) -> None:
     assert main(["inspect", str(mlp_onnx)]) == 0
     text = capsys.readouterr().out
-    assert "[batch, 10]" in text and "Gemm" in text and "fxonnx.batch = dynamic" in text
+    assert "[batch, 10]" in text and "Gemm" in text and "dims        batch >= 1" in text
     assert main(["inspect", str(mlp_onnx), "--json", "--batch", "4"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ops"] == {"Gemm": 1}  # Linear 10->20->30 folded by the default passes
@@ -158,13 +158,13 @@ def test_verify_model(capsys) -> None:
     assert main(["verify", "mlp", "--json", "--provider", "cpu"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] and data["compared_with_eager"]
-    assert [c["name"] for c in data["checks"]] == ["output", "output @batch 1"]
+    assert [c["name"] for c in data["checks"]] == ["output", "output @batch=1"]
 
 
 def test_verify_onnx_against_model(mlp_onnx: Path, capsys) -> None:
     assert main(["verify", str(mlp_onnx), "--model", "mlp", "--batch", "4"]) == 0
     text = capsys.readouterr().out
-    assert "vs eager PyTorch" in text and "output @batch 1" in text
+    assert "vs eager PyTorch" in text and "output @batch=1" in text
     assert "verification ok (3 checks" in text
 
 
@@ -212,3 +212,50 @@ def test_verbose_logs_to_stderr_and_restores_logger(capsys) -> None:
     assert "DEBUG fxonnx." in captured.err  # capture logs its node count at debug level
     assert json.loads(captured.out)["ok"]
     assert (logger.level, list(logger.handlers), logger.propagate) == before
+
+
+def test_export_with_named_dynamic_dims(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bert.onnx"
+    code = main(
+        [
+            "export",
+            "bert_tiny",
+            "-o",
+            str(out),
+            "--provider",
+            "cpu",
+            "--dynamic",
+            "input_ids:0=batch,1=seq",
+            "--dynamic",
+            "attention_mask:0=batch,1=seq",
+            "--json",
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["dynamic_dims"]) == {"batch", "seq"}
+    assert data["inputs"][0]["shape"] == ["batch", "seq"]
+    assert any(
+        "@batch=" in c["name"] and "seq=" in c["name"] for c in data["verification"]["checks"]
+    )
+    assert main(["inspect", str(out)]) == 0
+    assert "dims        batch >= 1; seq >= 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dynamic", "input_ids"], "is not INPUT:DIM=NAME"),
+        (["--dynamic", "input_ids:x=seq"], "is not DIM=NAME"),
+        (["--dynamic", "all", "--dynamic", "input_ids:0=batch"], "cannot be combined"),
+        (["--dynamic", "nope:0=batch"], "unknown input 'nope'"),
+        (["--static", "--dynamic", "all"], "contradict"),
+    ],
+)
+def test_bad_dynamic_specs_are_usage_errors(
+    args: list, message: str, tmp_path: Path, capsys
+) -> None:
+    code = main(["export", "bert_tiny", "-o", str(tmp_path / "x.onnx"), *args])
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

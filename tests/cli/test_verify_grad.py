@@ -40,7 +40,9 @@ def test_grad_table_and_failure_exit_code(monkeypatch, capsys) -> None:
     text = capsys.readouterr().out
     assert "FAIL │ grad fc1.weight" in text and "note: fake gradients" in text
     assert "verification FAILED: 1 of 3 checks" in text
-    assert calls == [{"passes": "default", "skip": ["cse"], "dtype": torch.float64}]
+    assert calls == [
+        {"passes": "default", "skip": ["cse"], "dtype": torch.float64, "dynamic_dims": "auto"}
+    ]
 
 
 def test_grad_usage_errors(mlp_onnx: Path, mlp_bundle: Path, capsys) -> None:

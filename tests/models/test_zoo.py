@@ -31,6 +31,10 @@ EXPECTED = {
     "vit_tiny",
     "lstm_tagger",
     "unet_small",
+    "bert_tiny",
+    "llama_tiny",
+    "rnn_tagger",
+    "lstm_seq_first",
 }
 NAMES = models.names()
 
@@ -38,12 +42,13 @@ NAMES = models.names()
 def _flat(out: object) -> tuple[torch.Tensor, ...]:
     if isinstance(out, torch.Tensor):
         return (out,)
-    assert isinstance(out, tuple), f"unexpected output type {type(out).__name__}"
-    return out
+    assert isinstance(out, (tuple, dict)), f"unexpected output type {type(out).__name__}"
+    return tuple(out.values()) if isinstance(out, dict) else out
 
 
-def _concrete(shape: tuple[int | str, ...], batch: int) -> tuple[int, ...]:
-    return tuple(batch if d == "N" else d for d in shape)
+def _concrete(shape: tuple[int | str, ...], batch: int, dims: dict | None = None) -> tuple:
+    named = {**(dims or {}), "N": batch}
+    return tuple(named[d] if isinstance(d, str) else d for d in shape)
 
 
 def test_names_are_exactly_the_documented_zoo() -> None:
@@ -59,7 +64,8 @@ def test_runs_eager_in_eval_mode(name: str, batch: int) -> None:
     info = models.info(name)
     assert isinstance(module, nn.Module)
     assert not any(m.training for m in module.modules())
-    assert [tuple(x.shape) for x in inputs] == [_concrete(s, batch) for s in info.input_shapes]
+    want = [_concrete(s, batch, info.dims) for s in info.input_shapes]
+    assert [tuple(x.shape) for x in inputs] == want
     assert [x.dtype for x in inputs] == list(info.input_dtypes)
     with torch.no_grad():
         outputs = _flat(module(*inputs))
@@ -100,7 +106,7 @@ def test_info_agrees_with_get(name: str) -> None:
     assert len(info.input_shapes) == len(info.input_dtypes) == len(info.batch_dims) == len(inputs)
     for shape, dim, x in zip(info.input_shapes, info.batch_dims, inputs, strict=True):
         assert shape.count("N") == 1 and shape[dim] == "N"
-        assert tuple(x.shape) == _concrete(shape, 2)
+        assert tuple(x.shape) == _concrete(shape, 2, info.dims)
     assert info.num_parameters == sum(p.numel() for p in module.parameters())
     assert len({"tutorial", "architecture"} & set(info.tags)) == 1
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
@@ -113,9 +119,9 @@ def test_integer_inputs_index_every_embedding(name: str) -> None:
     embeddings = [m for m in module.modules() if isinstance(m, nn.Embedding)]
     int_inputs = [x for x in inputs if not x.is_floating_point()]
     assert bool(embeddings) == bool(int_inputs)
-    for x in int_inputs:
+    for x in int_inputs:  # ids (and 0/1 masks) that some embedding table can take
         assert x.min() >= 0
-        assert x.max() < min(e.num_embeddings for e in embeddings)
+        assert x.max() < max(e.num_embeddings for e in embeddings)
 
 
 def test_batch_norm_statistics_are_not_the_defaults() -> None:
@@ -152,6 +158,19 @@ def test_unknown_name_suggests_closest() -> None:
 def test_batch_below_one_is_rejected(batch: int) -> None:
     with pytest.raises(ValueError, match="batch"):
         models.get("mlp", batch=batch)
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "llama_tiny", "rnn_tagger", "lstm_seq_first"])
+def test_named_dims_size_the_inputs_and_name_the_dynamic_dims(name: str) -> None:
+    info = models.info(name)
+    assert info.dims == {"seq": info.dims["seq"]}
+    _, inputs = models.get(name, 3, seq=7)
+    for x, shape in zip(inputs, info.input_shapes, strict=True):
+        assert tuple(x.shape) == _concrete(shape, 3, {"seq": 7})
+    spec = info.dynamic_dims
+    assert {n for dims in spec.values() for n in dims.values()} == {"batch", "seq"}
+    with pytest.raises(ValueError, match="no dims"):
+        models.get(name, 2, height=3)
 
 
 def test_duplicate_registration_is_an_error() -> None:

@@ -51,7 +51,10 @@ def test_batch_sizes_must_agree_across_inputs() -> None:
             return a + b
 
     cm = fxonnx.compile(Two(), (torch.randn(2, 3), torch.randn(2, 3)), provider="cpu")
-    with pytest.raises(fxonnx.InputError, match=r"'b' has batch size 4 but input 'a' has 3"):
+    with pytest.raises(
+        fxonnx.InputError,
+        match=r"input 'b' dim 0 \('batch'\) is 4 but input 'a' dim 0 \('batch'\) is 3",
+    ):
         cm(torch.randn(3, 3), torch.randn(4, 3))
 
 

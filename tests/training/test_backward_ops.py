@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from fxonnx.capture import BatchInfo, Captured, TensorSpec
+from fxonnx.capture import Captured, Shapes, TensorSpec
 from fxonnx.export import lower
 from fxonnx.export.ops.backward import TRAINING_META
 
@@ -41,7 +41,7 @@ def run_lowered(fn: Callable, *args: torch.Tensor) -> list[np.ndarray]:
         leaves=(),
         out_spec=empty,
         out_leaves=(),
-        batch=BatchInfo(False, None, ()),
+        shapes=Shapes(),
         method="test",
     )
     model = lower(captured)

@@ -18,5 +18,6 @@ from . import (  # noqa: F401
     resize,
     rnn,
     shape,
+    symint,
     unary,
 )

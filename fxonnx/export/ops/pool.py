@@ -31,7 +31,14 @@ class _Window:
     the ONNX output size equal to torch's."""
 
     def __init__(
-        self, ctx: LowerCtx, n: int, kernel: Any, stride: Any, padding: Any, dilation: Any = 1
+        self,
+        ctx: LowerCtx,
+        n: int,
+        kernel: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any = 1,
+        ceil_mode: bool = False,
     ) -> None:
         self.kernel = _n(kernel, n)
         self.stride = _n(stride, n) if stride not in (None, []) else self.kernel
@@ -39,8 +46,16 @@ class _Window:
         self.dilation = _n(dilation, n)
         self.size = list(ctx.static_shape(ctx.arg(0))[-n:])
         self.out = _out_shape(ctx, n)
-        if None in self.size or None in self.out:
-            raise ExportError(f"{ctx.node.name}: pooling over a dynamic spatial dim")
+        self.dynamic = None in self.size or None in self.out
+        if self.dynamic:
+            if ceil_mode:
+                raise ExportError(
+                    f"{ctx.node.name}: ceil_mode pooling over a dynamic spatial dim",
+                    hint="use ceil_mode=False, or keep that dim static (dynamic_dims)",
+                )
+            # floor mode: ONNX computes torch's output size with no end padding at every size
+            self.extra = [0] * n
+            return
         self.extra = [
             max(0, (o - 1) * s + d * (k - 1) + 1 - (i + 2 * p))
             for o, s, d, k, i, p in zip(
@@ -106,8 +121,11 @@ def _max_pool(ctx: LowerCtx, window: _Window, with_indices: bool) -> Any:
     attrs["dilations"] = window.dilation
     if not with_indices:
         return ctx.emit("MaxPool", x, **attrs)
-    if window.prepad:
-        raise ExportError(f"{ctx.node.name}: max-pool indices with ceil_mode windows this wide")
+    if window.prepad or window.dynamic:
+        raise ExportError(
+            f"{ctx.node.name}: max-pool indices with ceil_mode windows this wide, or over a "
+            "dynamic spatial dim"
+        )
     values, indices = ctx.emit("MaxPool", x, outputs=2, **attrs)
     return [values, _plane_indices(ctx, indices, window.size)]
 
@@ -120,7 +138,7 @@ def max_pool(ctx: LowerCtx) -> Any:
     """max_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
     int[2] dilation=1, bool ceil_mode=False) -> Tensor; *_with_indices -> (Tensor, Tensor)"""
     n = _dims(ctx)
-    window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(4))
+    window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(4), bool(ctx.arg(5)))
     return _max_pool(ctx, window, "with_indices" in ctx.node.target.overloadpacket.__name__)
 
 
@@ -129,7 +147,7 @@ def avg_pool(ctx: LowerCtx) -> Value:
     """avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
     bool ceil_mode=False, bool count_include_pad=True, int? divisor_override=None) -> Tensor"""
     n = _dims(ctx)
-    window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3))
+    window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ceil_mode=bool(ctx.arg(4)))
     include_pad = ctx.arg(5) if ctx.arg(5) is not None else True
     divisor = ctx.arg(6) if n > 1 else None
     plain = divisor is None and not any(window.extra)

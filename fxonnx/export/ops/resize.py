@@ -49,8 +49,6 @@ def _resize(ctx: LowerCtx, scales: Any, mode: str, align_corners: bool, nearest:
     the tensor out of and back into blocked layout around the Resize."""
     spatial = ctx.static_shape(ctx.arg(0))[2:]
     out = ctx.static_shape(ctx.node)[2:]
-    if None in spatial or None in out:
-        raise ExportError(f"{ctx.node.name}: resizing a dynamic spatial dim is not supported")
     attrs: dict[str, Any] = {"mode": mode}
     if mode == "nearest":
         exact = nearest == "exact"
@@ -61,6 +59,8 @@ def _resize(ctx: LowerCtx, scales: Any, mode: str, align_corners: bool, nearest:
         if mode == "cubic":
             attrs["cubic_coeff_a"], attrs["exclude_outside"] = -0.75, 0
     scales = [] if scales is None or None in scales else [float(f) for f in scales]
+    if None in spatial or None in out:
+        return _resize_dynamic(ctx, scales, attrs)
     if scales and not align_corners:  # align_corners maps corner to corner whatever the scale
         as_f32 = torch.tensor(scales, dtype=torch.float32)
         onnx_out = torch.floor(torch.tensor(spatial, dtype=torch.float32) * as_f32).tolist()
@@ -78,6 +78,25 @@ def _resize(ctx: LowerCtx, scales: Any, mode: str, align_corners: bool, nearest:
         return _in_f32(ctx, "Resize", None, None, ctx.const(list(out), _I64), axes=axes, **attrs)
     every_dim = torch.tensor([1.0, 1.0, *scales], dtype=torch.float32)
     return _in_f32(ctx, "Resize", None, ctx.const(every_dim), **attrs)
+
+
+def _resize_dynamic(ctx: LowerCtx, scales: list[float], attrs: dict[str, Any]) -> Value:
+    """Resize over dynamic spatial dims: by whole-number scale factors (torch's and ONNX's
+    output sizes are then both in * scale at every size), or to the traced output size, which
+    the graph computes from the runtime sizes."""
+    n = ctx.rank(ctx.arg(0)) - 2
+    if scales and all(f == int(f) for f in scales):
+        every_dim = torch.tensor([1.0, 1.0, *scales], dtype=torch.float32)
+        return _in_f32(ctx, "Resize", None, ctx.const(every_dim), **attrs)
+    size = ctx.arg(1)
+    if not scales and isinstance(size, (list, tuple)) and len(size) == n:
+        axes = list(range(2, 2 + n))
+        return _in_f32(ctx, "Resize", None, None, ctx.int_list(list(size)), axes=axes, **attrs)
+    raise ExportError(
+        f"{ctx.node.name}: resizing a dynamic spatial dim by the fractional scale factors "
+        f"{scales}: torch and ONNX could round the output size differently",
+        hint="pass size= to interpolate, a whole-number scale_factor, or keep the dim static",
+    )
 
 
 def _in_f32(ctx: LowerCtx, op: str, *inputs: Value | None, **attrs: Any) -> Value:

@@ -15,10 +15,12 @@ from typing import Any
 import torch
 
 from ..._errors import ExportError
+from ...capture import _recurrent as _whole_ops  # noqa: F401  (defines the fxonnx:: ops)
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
 
 aten = torch.ops.aten
+fxonnx_ops = torch.ops.fxonnx
 _I64 = torch.int64
 
 
@@ -148,14 +150,14 @@ def _cat(ctx: LowerCtx, values: list[Value]) -> Value:
     return values[0] if len(values) == 1 else ctx.emit("Concat", *values, axis=0)
 
 
-@lowers(aten.gru.input)
+@lowers(aten.gru.input, fxonnx_ops.gru.default)
 def gru(ctx: LowerCtx) -> list[Value]:
     """gru.input(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers,
     float dropout, bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor)"""
     return _recurrent(ctx, _GRU, ctx.arg(1))
 
 
-@lowers(aten.lstm.input)
+@lowers(aten.lstm.input, fxonnx_ops.lstm.default)
 def lstm(ctx: LowerCtx) -> list[Value]:
     """lstm.input(Tensor input, Tensor[] hx, Tensor[] params, bool has_biases, int num_layers,
     float dropout, bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor, Tensor)"""
@@ -163,14 +165,14 @@ def lstm(ctx: LowerCtx) -> list[Value]:
     return _recurrent(ctx, _LSTM, h0, c0)
 
 
-@lowers(aten.rnn_tanh.input)
+@lowers(aten.rnn_tanh.input, fxonnx_ops.rnn_tanh.default)
 def rnn_tanh(ctx: LowerCtx) -> list[Value]:
     """rnn_tanh.input(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers,
     float dropout, bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor)"""
     return _recurrent(ctx, _TANH, ctx.arg(1))
 
 
-@lowers(aten.rnn_relu.input)
+@lowers(aten.rnn_relu.input, fxonnx_ops.rnn_relu.default)
 def rnn_relu(ctx: LowerCtx) -> list[Value]:
     """rnn_relu.input(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers,
     float dropout, bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor)"""

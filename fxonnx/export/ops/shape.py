@@ -1,5 +1,5 @@
-"""Views, reshapes, joins and splits, positional indexing, and the SymInt arithmetic of a
-dynamic batch (factories: factory.py)."""
+"""Views, reshapes, joins and splits, positional indexing (factories: factory.py, SymInt
+arithmetic: symint.py)."""
 
 from __future__ import annotations
 
@@ -286,28 +286,3 @@ def narrow(ctx: LowerCtx) -> Value:
     start = ctx.int_list([ctx.arg(2)])
     end = ctx.emit("Add", start, ctx.int_list([ctx.arg(3)]))
     return ctx.emit("Slice", ctx.input(0), start, end, ctx.const([dim], torch.int64))
-
-
-# -- SymInt arithmetic (batch expressions inserted by capture) ------------------------------
-@lowers(aten.sym_size.int)
-def sym_size(ctx: LowerCtx) -> Value:
-    """sym_size.int(Tensor self, int dim) -> SymInt, as an int64 tensor of shape [1]"""
-    dim = ctx.arg(1) % ctx.rank(ctx.arg(0))
-    return ctx.shape_of(ctx.arg(0), start=dim, end=dim + 1)
-
-
-_SYM_OPS = {operator.mul: "Mul", operator.add: "Add", operator.sub: "Sub"}
-
-
-@lowers(*_SYM_OPS)
-def sym_arith(ctx: LowerCtx) -> Value:
-    """SymInt * int, SymInt + int, SymInt - int on [1]-shaped int64 values."""
-    a, b = (ctx.int_list([v]) for v in (ctx.arg(0), ctx.arg(1)))
-    return ctx.emit(_SYM_OPS[ctx.node.target], a, b)
-
-
-@lowers(operator.floordiv)
-def sym_floordiv(ctx: LowerCtx) -> Value:
-    """SymInt // int for non-negative sizes (ONNX integer Div truncates, equal here)."""
-    a, b = (ctx.int_list([v]) for v in (ctx.arg(0), ctx.arg(1)))
-    return ctx.emit("Div", a, b)
