@@ -131,6 +131,28 @@ def test_recurrent_layers_in_every_layout_at_any_length(
         _matches(cm, model, _rnn_inputs(kind, layer, batch_first, with_state, b, s))
 
 
+@pytest.mark.parametrize(
+    ("batch_first", "bidirectional", "layers", "bias"),
+    [(False, False, 1, True), (True, True, 2, True), (False, True, 2, False)],
+)
+def test_lstm_with_proj_size_scans_at_any_length(
+    batch_first: bool, bidirectional: bool, layers: int, bias: bool
+) -> None:
+    torch.manual_seed(0)
+    layer = nn.LSTM(
+        6, 8, layers, batch_first=batch_first, bidirectional=bidirectional, proj_size=3, bias=bias
+    )
+    model = Recurrent(layer.eval(), with_state=False).eval()
+    seq_dim, batch_dim = (1, 0) if batch_first else (0, 1)
+    spec = {"x": {batch_dim: "batch", seq_dim: "seq"}}
+    x = torch.randn(2, 7, 6) if batch_first else torch.randn(7, 2, 6)
+    cm = fxonnx.compile(model, (x,), dynamic_dims=spec, provider="cpu")
+    assert {n.op_type for n in cm.onnx_model.graph.node} >= {"Scan"}
+    for b, s in [(1, 2), (3, 11)]:
+        x = torch.randn(b, s, 6) if batch_first else torch.randn(s, b, 6)
+        _matches(cm, model, (x,))
+
+
 def test_capture_of_a_seq_first_rnn_does_not_unroll_time_steps() -> None:
     model = Recurrent(nn.RNN(8, 16, 2), with_state=False).eval()
     # a huge example length: tracing runs on fake tensors, and the layer stays one op

@@ -52,9 +52,10 @@ def fold_initializer_nodes(model: onnx.ModelProto) -> int:
     folded_ids = {id(n) for n in folded}
     kept = [n for n in graph.node if id(n) not in folded_ids]
     produced = {o for n in folded for o in n.output}
-    needed = [name for name in dict.fromkeys(i for n in kept for i in n.input) if name in produced]
+    reads = list(dict.fromkeys(_reads(kept)))  # subgraphs (Scan, If bodies) read outer values
+    needed = [name for name in reads if name in produced]
     values = _evaluate(model, folded, needed)
-    still_used = {i for n in kept for i in n.input} | graph_outputs
+    still_used = set(reads) | graph_outputs
     old = [t for t in graph.initializer if t.name not in still_used]
     new = [numpy_helper.from_array(values[name], name) for name in needed]
     if sum(_numel(t) for t in new) > sum(_numel(t) for t in old):
@@ -66,6 +67,18 @@ def fold_initializer_nodes(model: onnx.ModelProto) -> int:
     del graph.initializer[:]
     graph.initializer.extend(remaining + new)
     return len(folded)
+
+
+def _reads(nodes: list[onnx.NodeProto]) -> list[str]:
+    """Every value name ``nodes`` read, inside their subgraphs too."""
+    names: list[str] = []
+    for node in nodes:
+        names += [i for i in node.input if i]
+        for attr in node.attribute:
+            graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+            for g in graphs:
+                names += _reads(list(g.node))
+    return names
 
 
 def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], outputs: list[str]) -> dict:

@@ -85,8 +85,8 @@ def test_training_dropout_between_layers_refused() -> None:
         lower(captured)
 
 
-def test_lstm_projection_refused() -> None:
-    layer = nn.LSTM(6, 5, proj_size=3)
-    captured = capture(Recurrent(layer).eval(), (torch.randn(7, 2, 6),), batch_dims=[1])
-    with pytest.raises(ExportError, match="no output projection"):
-        lower(captured)
+def test_lstm_projection_is_a_scan_per_layer(onnx_matches: Callable) -> None:
+    model = onnx_matches(
+        Recurrent(nn.LSTM(6, 5, proj_size=3)), lambda b: (torch.randn(7, b, 6),), batch_dims=[1]
+    )
+    assert [n.op_type for n in model.graph.node].count("Scan") == 1

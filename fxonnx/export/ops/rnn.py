@@ -12,11 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import onnx
 import torch
+from onnx import helper
 
 from ..._errors import ExportError
 from ...capture import _recurrent as _whole_ops  # noqa: F401  (defines the fxonnx:: ops)
+from .._builder import GraphBuilder
 from .._ctx import LowerCtx, Value
+from .._dtypes import onnx_dtype
 from .._registry import lowers
 
 aten = torch.ops.aten
@@ -51,9 +55,7 @@ def _check(ctx: LowerCtx, params: Sequence[Any], has_biases: bool, layers: int, 
     per = len(params) // (layers * dirs)
     if per != (4 if has_biases else 2) or per * layers * dirs != len(params):
         raise ExportError(
-            f"{name}: {len(params)} weight tensors for {layers} layer(s) x {dirs} direction(s) "
-            "(an LSTM with proj_size?); ONNX recurrent ops have no output projection",
-            hint="use proj_size=0, or a Linear after the LSTM",
+            f"{name}: {len(params)} weight tensors for {layers} layer(s) x {dirs} direction(s)"
         )
 
 
@@ -162,7 +164,92 @@ def lstm(ctx: LowerCtx) -> list[Value]:
     """lstm.input(Tensor input, Tensor[] hx, Tensor[] params, bool has_biases, int num_layers,
     float dropout, bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor, Tensor)"""
     h0, c0 = ctx.arg(1)
+    params, layers, dirs = list(ctx.arg(2)), ctx.arg(4), 2 if ctx.arg(7) else 1
+    if len(params) == layers * dirs * (5 if ctx.arg(3) else 3):  # w_hr: proj_size > 0
+        return _lstm_projected(ctx, params, layers, dirs, h0, c0)
     return _recurrent(ctx, _LSTM, h0, c0)
+
+
+def _lstm_projected(
+    ctx: LowerCtx, params: list[Any], layers: int, dirs: int, h0: Any, c0: Any
+) -> list[Value]:
+    """An LSTM with ``proj_size``: ONNX LSTM has no projection of the hidden state inside the
+    recurrence, so each layer and direction is an ONNX ``Scan`` over time whose body is the
+    cell (gates, c' = f*c + i*g, h' = W_hr (o * tanh c')); reverse directions scan backwards."""
+    if ctx.arg(6) and ctx.arg(5) > 0 and layers > 1:
+        raise ExportError(
+            f"{ctx.node.name}: LSTM in training mode with dropout between layers",
+            hint="call model.eval() before exporting",
+        )
+    has_biases, batch_first = ctx.arg(3), ctx.arg(8)
+    per = 5 if has_biases else 3
+    hidden = ctx.static_shape(params[-1])[1]  # w_hr is [P, H]
+    seq = ctx.value(ctx.arg(0))
+    if batch_first:
+        seq = ctx.emit("Transpose", seq, perm=[1, 0, 2])
+    n = layers * dirs
+    zero = ctx.const([0], _I64)
+    hs = [ctx.emit("Squeeze", v, zero) for v in _split_states(ctx, ctx.value(h0), n)]
+    cs = [ctx.emit("Squeeze", v, zero) for v in _split_states(ctx, ctx.value(c0), n)]
+    h_n, c_n = [], []
+    for layer in range(layers):
+        ys = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            body = _projected_cell(ctx, params[k * per : (k + 1) * per], has_biases, hidden)
+            h, c, y = ctx.emit(
+                "Scan",
+                hs[k],
+                cs[k],
+                seq,
+                outputs=3,
+                body=body,
+                num_scan_inputs=1,
+                scan_input_directions=[d],
+                scan_output_directions=[d],
+            )
+            ys.append(y)
+            h_n.append(ctx.emit("Unsqueeze", h, zero))
+            c_n.append(ctx.emit("Unsqueeze", c, zero))
+        seq = ys[0] if dirs == 1 else ctx.emit("Concat", *ys, axis=-1)
+    if batch_first:
+        seq = ctx.emit("Transpose", seq, perm=[1, 0, 2])
+    return [seq, _cat(ctx, h_n), _cat(ctx, c_n)]
+
+
+def _split_states(ctx: LowerCtx, h: Value, n: int) -> list[Value]:
+    if n == 1:
+        return [h]
+    return ctx.emit("Split", h, ctx.const([1] * n, _I64), axis=0, outputs=n)
+
+
+def _projected_cell(
+    ctx: LowerCtx, params: Sequence[Any], has_biases: bool, hidden: int
+) -> onnx.GraphProto:
+    """The Scan body of one projected LSTM cell: (h [N, P], c [N, H], x_t [N, I]) ->
+    (h', c', y_t = h'). Weights are transposed once in the outer graph."""
+    w_ih, w_hh, w_hr = (ctx.emit("Transpose", ctx.value(params[i])) for i in (0, 1, -1))
+    bias = ctx.emit("Add", ctx.value(params[2]), ctx.value(params[3])) if has_biases else None
+    elem = onnx_dtype(ctx.dtype(params[0]))
+    child = GraphBuilder(ctx.builder.fresh("lstm_cell"), parent=ctx.builder)
+    body = LowerCtx(ctx.node, ctx.env, child, ctx.opset)
+    h, c, x = (child.fresh(n) for n in ("h_prev", "c_prev", "x_t"))
+    child.inputs += [helper.make_tensor_value_info(v, elem, [None, None]) for v in (h, c, x)]
+    gates = body.emit("Add", body.emit("MatMul", x, w_ih), body.emit("MatMul", h, w_hh))
+    if bias is not None:
+        gates = body.emit("Add", gates, bias)
+    sizes = body.const([hidden] * 4, _I64)
+    i, f, g, o = body.emit("Split", gates, sizes, axis=-1, outputs=4)
+    c_new = body.emit(
+        "Add",
+        body.emit("Mul", body.emit("Sigmoid", f), c),
+        body.emit("Mul", body.emit("Sigmoid", i), body.emit("Tanh", g)),
+    )
+    h_full = body.emit("Mul", body.emit("Sigmoid", o), body.emit("Tanh", c_new))
+    h_new = body.emit("MatMul", h_full, w_hr)
+    outs = [body.emit("Identity", v) for v in (h_new, c_new, h_new)]
+    child.outputs += [helper.make_tensor_value_info(v, elem, [None, None]) for v in outs]
+    return child.graph()
 
 
 @lowers(aten.rnn_tanh.input, fxonnx_ops.rnn_tanh.default)
