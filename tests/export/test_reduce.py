@@ -70,6 +70,18 @@ CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
     "linalg_norm_fro": (lambda x: torch.linalg.norm(x, dim=(1, 2)), _x),
     "cumsum": (lambda x: x.cumsum(2) + x.cumsum(0), _x),
     "cumsum_int": (lambda a: a.cumsum(1), _ints),
+    "cumsum_bool": (lambda x: (x > 0).cumsum(-1) + (x > 1).cumsum(0), _x),
+    "diff": (lambda x: torch.diff(x), _x),
+    "diff_prepend": (lambda x: torch.diff(x, dim=-1, prepend=x[:, :, :1] * 2), _x),
+    "diff_n2_append_dim1": (lambda x: torch.diff(x, n=2, dim=1, append=x[:, :2]), _x),
+    "diff_prepend_append": (lambda x: torch.diff(x, dim=1, prepend=x[:, :1], append=x), _x),
+    "diff_batch_dim": (lambda x: torch.diff(x, dim=0), _x),
+    "diff_n3_int": (lambda a: torch.diff(a, n=3, dim=-1), _ints),
+    "diff_bool": (lambda x: torch.diff(x > 0, dim=-1, prepend=x[:, :, :1] < 0), _x),
+    "diff_packed_positions": (
+        lambda a: (torch.diff(a, dim=-1, prepend=a[:, :, :1]) != 1).cumsum(-1),
+        _ints,
+    ),
     "any_all": (
         lambda x: torch.stack([(x > 0).any(1), (x > -2).all(1), x.any(1), (x > 1).all(1)]),
         _x,

@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     activation,
     attention,
     backward,
+    broadcast,
     control,
     conv,
     elementwise,
@@ -17,6 +18,7 @@ from . import (  # noqa: F401
     reduce,
     resize,
     rnn,
+    rnn_cell,
     shape,
     unary,
 )
