@@ -24,6 +24,7 @@ from . import _batch
 from ._captured import BatchInfo, Captured, ConstantLeaf, TensorSpec
 from ._functionalize import functionalize_simple
 from ._signature import input_names, output_names, resolve_batch_dims, sanitize
+from ._value_checks import without_value_checks
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class _Tracer:
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         fakes = self._fake_inputs(mode, batch)
         try:
-            with mode, torch.no_grad():
+            with mode, torch.no_grad(), without_value_checks():
                 gm = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)(*fakes)
         except CaptureError:
             raise
@@ -159,7 +160,7 @@ class _Tracer:
                 return tuple(x for x in out_leaves if isinstance(x, torch.Tensor))
 
         try:
-            with mode, torch.no_grad():
+            with mode, torch.no_grad(), without_value_checks():
                 gm, sig = aot_export_module(
                     Flat(), tuple(fakes[len(self.state) :]), trace_joint=False, pre_dispatch=True
                 )

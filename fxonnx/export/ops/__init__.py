@@ -12,6 +12,8 @@ from . import (  # noqa: F401
     factory,
     index,
     linear,
+    loss,
+    loss_nll,
     movement,
     norm,
     pool,
