@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import fxonnx
 from fxonnx._errors import ExportError
 from fxonnx.capture import capture
 from fxonnx.export import lower
@@ -162,6 +163,32 @@ def test_cross_entropy_all_ignored_mean_is_nan_like_eager(onnx_matches: Callable
     with pytest.raises(AssertionError):  # eager is NaN; assert_allclose treats NaN == NaN
         assert not torch.isnan(nn.CrossEntropyLoss()(*make(2)))
     onnx_matches(LossOf(nn.CrossEntropyLoss()), make)
+
+
+def test_compiled_classifier_returns_its_loss() -> None:
+    """fxonnx.compile on a model returning (loss, logits), verified at two batch sizes."""
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, C)
+            self.loss = nn.CrossEntropyLoss(weight=WEIGHT, ignore_index=0, label_smoothing=0.1)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+            logits = self.fc(x)
+            return self.loss(logits, y), logits
+
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    x, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    cm = fxonnx.compile(model, (x, y), provider="cpu")
+    assert cm.report.ok
+    x, y = torch.randn(4, 8), torch.tensor([4, 0, 0, 1])
+    loss, logits = cm(x, y)
+    with torch.no_grad():
+        expected = model(x, y)
+    torch.testing.assert_close(loss, expected[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, expected[1], rtol=1e-5, atol=1e-6)
 
 
 def test_cross_entropy_in_a_model_with_labels(onnx_matches: Callable) -> None:
