@@ -386,6 +386,11 @@ UNBATCHED = {
         nn.MultiLabelMarginLoss,
         lambda: (torch.randn(C), torch.tensor([3, 0, -1, 1, 2])),
     ),
+    "multi_margin_0d": (nn.MultiMarginLoss, lambda: (torch.tensor(0.3), torch.tensor(0))),
+    "multilabel_margin_0d": (
+        nn.MultiLabelMarginLoss,
+        lambda: (torch.tensor(0.3), torch.tensor(0)),
+    ),
     "triplet_margin": (nn.TripletMarginLoss, lambda: tuple(torch.randn(6) for _ in range(3))),
     "cosine_embedding": (
         nn.CosineEmbeddingLoss,
@@ -401,7 +406,12 @@ def test_unbatched_losses(onnx_matches: Callable, name: str, reduction: str) -> 
     torch.manual_seed(0)
     inputs = make()
     model = LossOf(module(reduction=reduction))
-    if reduction == "none" and name in ("multi_margin", "multilabel_margin"):
+    if reduction == "none" and name in (
+        "multi_margin",
+        "multilabel_margin",
+        "multi_margin_0d",
+        "multilabel_margin_0d",
+    ):
         assert model(*inputs).shape == ()  # torch's traced shape says (1,)
         captured = capture(model, inputs, dynamic=False)
         with pytest.raises(ExportError, match="0-d tensor in eager but"):

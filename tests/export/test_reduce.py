@@ -75,6 +75,7 @@ CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
     "diff_prepend": (lambda x: torch.diff(x, dim=-1, prepend=x[:, :, :1] * 2), _x),
     "diff_n2_append_dim1": (lambda x: torch.diff(x, n=2, dim=1, append=x[:, :2]), _x),
     "diff_prepend_append": (lambda x: torch.diff(x, dim=1, prepend=x[:, :1], append=x), _x),
+    "diff_n0_ignores_prepend": (lambda x: torch.diff(x, n=0, dim=1, prepend=x), _x),
     "diff_batch_dim": (lambda x: torch.diff(x, dim=0), _x),
     "diff_n3_int": (lambda a: torch.diff(a, n=3, dim=-1), _ints),
     "diff_bool": (lambda x: torch.diff(x > 0, dim=-1, prepend=x[:, :, :1] < 0), _x),

@@ -165,9 +165,11 @@ def _soft_targets(
 
 
 def _as_batch(ctx: LowerCtx, x: Any) -> Value:
-    """(C,) -> (1, C); (N, C) stays."""
-    value = ctx.value(x)
-    return ctx.emit("Unsqueeze", value, ctx.const([0], _I64)) if ctx.rank(x) == 1 else value
+    """(C,) -> (1, C) and () -> (1, 1) (one sample of one class, as torch); (N, C) stays."""
+    value, rank = ctx.value(x), ctx.rank(x)
+    if rank == 0:
+        return ctx.emit("Reshape", value, ctx.const([1, 1], _I64))
+    return ctx.emit("Unsqueeze", value, ctx.const([0], _I64)) if rank == 1 else value
 
 
 def _class_range(ctx: LowerCtx, x2d: Value) -> Value:
@@ -186,12 +188,12 @@ def _per_sample_out(ctx: LowerCtx, losses: Value, reduction: int) -> Value:
     return losses
 
 
-def _refuse_unbatched_none(ctx: LowerCtx, reduction: int) -> None:
-    """torch's shape function says (1,) where eager returns a 0-d loss; the graph after this
-    node was traced with the wrong shape, so no lowering can match eager."""
-    if reduction == 0:
+def _refuse_unbatched_none(ctx: LowerCtx, reduction: int, eager_rank: int) -> None:
+    """Unbatched input, reduction none: torch's traced shape is (1,) where eager returns a
+    0-d loss, so the graph after this node was traced with another shape than eager runs."""
+    if reduction == 0 and ctx.rank(ctx.node) != eager_rank:
         raise ExportError(
-            f"{ctx.node.name}: {ctx.node.target.__name__} of an unbatched (1-D) input with "
+            f"{ctx.node.name}: {ctx.node.target.__name__} of an unbatched input with "
             "reduction='none' returns a 0-d tensor in eager but (1,) in torch's traced shapes",
             hint="add the batch dim (input[None], target[None]) or use reduction='sum'",
         )
@@ -203,8 +205,8 @@ def multi_margin_loss(ctx: LowerCtx) -> Value:
     Tensor? weight=None, int reduction=Mean): per sample
     sum_{i != y} w[y] max(0, margin - x[y] + x[i])^p / C (p is 1 or 2)."""
     x, target, p, margin, weight, reduction = (ctx.arg(i) for i in range(6))
-    if ctx.rank(x) == 1 and ctx.rank(target) == 0:
-        _refuse_unbatched_none(ctx, reduction)
+    if ctx.rank(x) <= 1:
+        _refuse_unbatched_none(ctx, reduction, ctx.rank(target))
     dtype = ctx.dtype(x)
     xv = _as_batch(ctx, x)
     t = ctx.emit(
@@ -230,8 +232,8 @@ def multilabel_margin_loss(ctx: LowerCtx) -> Value:
     of a sample are its target entries before the first -1; per sample
     sum_{j target} sum_{i not a target} max(0, 1 - (x[y_j] - x[i])) / C."""
     x, target, reduction = ctx.arg(0), ctx.arg(1), ctx.arg(2)
-    if ctx.rank(x) == 1:
-        _refuse_unbatched_none(ctx, reduction)
+    if ctx.rank(x) <= 1:
+        _refuse_unbatched_none(ctx, reduction, 0)
     dtype = ctx.dtype(x)
     xv = _as_batch(ctx, x)
     t = _as_batch(ctx, target)

@@ -243,8 +243,10 @@ def cumsum(ctx: LowerCtx) -> Value:
 def diff(ctx: LowerCtx) -> Value:
     """diff(Tensor self, int n=1, int dim=-1, Tensor? prepend=None, Tensor? append=None):
     ``prepend``, ``self`` and ``append`` joined along ``dim``, then n times x[1:] - x[:-1]
-    (bool: x[1:] != x[:-1], torch's logical_xor)."""
+    (bool: x[1:] != x[:-1], torch's logical_xor); n = 0 returns ``self`` alone, as eager."""
     x, n, dim, prepend, append = (ctx.arg(i) for i in range(5))
+    if n == 0:
+        return ctx.input(0)
     rank, dtype = ctx.rank(x), ctx.out_dtype
     dim %= rank
     parts = [ctx.input_as(t, dtype) for t in (prepend, x, append) if t is not None]
