@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     index,
     linear,
     loss,
+    loss_backward,
     loss_nll,
     movement,
     norm,

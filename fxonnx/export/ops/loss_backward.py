@@ -1,0 +1,68 @@
+"""Gradients of the pointwise losses whose backward ATen ops appear in training graphs
+(``fxonnx.export_training``): smooth L1, Huber, binary cross entropy. The mean divides by
+numel(self), as torch's kernels do (mse and NLL backward: backward.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from .._ctx import LowerCtx, Value
+from .._registry import lowers
+
+aten = torch.ops.aten
+
+
+def _scaled(ctx: LowerCtx, local: Value, reduction: int) -> Value:
+    """local gradient * grad_output, over numel(self) for the mean."""
+    dtype = ctx.out_dtype
+    g = ctx.emit("Mul", local, ctx.input_as(ctx.arg(0), dtype))
+    if reduction == 1:
+        g = ctx.emit("Div", g, ctx.cast(ctx.emit("Size", ctx.value(ctx.arg(1))), dtype))
+    return g
+
+
+def _diff(ctx: LowerCtx) -> Value:
+    dtype = ctx.out_dtype
+    return ctx.emit("Sub", ctx.input_as(ctx.arg(1), dtype), ctx.input_as(ctx.arg(2), dtype))
+
+
+@lowers(aten.smooth_l1_loss_backward.default)
+def smooth_l1_loss_backward(ctx: LowerCtx) -> Value:
+    """smooth_l1_loss_backward(Tensor grad_output, Tensor self, Tensor target, int reduction,
+    float beta) -> Tensor: d = x - t; -1 where d <= -beta, 1 where d >= beta, else d / beta
+    (beta 0: the sign, with -1 at d == 0 as torch's kernel)."""
+    dtype, beta = ctx.out_dtype, float(ctx.arg(4))
+    d = _diff(ctx)
+    one, minus_one = ctx.const(1.0, dtype), ctx.const(-1.0, dtype)
+    low = ctx.emit("LessOrEqual", d, ctx.const(-beta, dtype))
+    if beta == 0:
+        local = ctx.emit("Where", low, minus_one, one)
+    else:
+        high = ctx.emit("GreaterOrEqual", d, ctx.const(beta, dtype))
+        inner = ctx.emit("Div", d, ctx.const(beta, dtype))
+        local = ctx.emit("Where", low, minus_one, ctx.emit("Where", high, one, inner))
+    return _scaled(ctx, local, ctx.arg(3))
+
+
+@lowers(aten.huber_loss_backward.default)
+def huber_loss_backward(ctx: LowerCtx) -> Value:
+    """huber_loss_backward(Tensor grad_output, Tensor self, Tensor target, int reduction,
+    float delta) -> Tensor: clip(x - t, -delta, delta)"""
+    dtype, delta = ctx.out_dtype, float(ctx.arg(4))
+    local = ctx.emit("Clip", _diff(ctx), ctx.const(-delta, dtype), ctx.const(delta, dtype))
+    return _scaled(ctx, local, ctx.arg(3))
+
+
+@lowers(aten.binary_cross_entropy_backward.default)
+def binary_cross_entropy_backward(ctx: LowerCtx) -> Value:
+    """binary_cross_entropy_backward(Tensor grad_output, Tensor self, Tensor target,
+    Tensor? weight=None, int reduction=Mean) -> Tensor: w (x - t) / max((1 - x) x, 1e-12)"""
+    dtype = ctx.out_dtype
+    x = ctx.input_as(ctx.arg(1), dtype)
+    denom = ctx.emit("Mul", ctx.emit("Sub", ctx.const(1.0, dtype), x), x)
+    denom = ctx.emit("Max", denom, ctx.const(1e-12, dtype))
+    local = ctx.emit("Div", _diff(ctx), denom)
+    weight = ctx.arg(3)
+    if weight is not None:
+        local = ctx.emit("Mul", local, ctx.input_as(weight, dtype))
+    return _scaled(ctx, local, ctx.arg(4))

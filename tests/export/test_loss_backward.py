@@ -1,0 +1,96 @@
+"""Backward ops of the pointwise losses against the native ATen ops, and one training step
+per loss through fxonnx.export_training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import fxonnx
+
+aten = torch.ops.aten
+
+
+class Fn(nn.Module):
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.fn(*args)
+
+
+def _x_t_g(b: int, probs: bool = False) -> tuple:
+    g = torch.Generator().manual_seed(b)
+    x = torch.rand(b, 6, generator=g) if probs else torch.randn(b, 6, generator=g)
+    t = torch.rand(b, 6, generator=g) if probs else torch.randn(b, 6, generator=g)
+    if probs:
+        x[0, :3] = torch.tensor([0.0, 1.0, 0.5])
+        t[0, :3] = torch.tensor([0.0, 1.0, 0.5])
+    else:
+        t[0, :4] = x[0, :4] + torch.tensor([0.0, 0.5, -0.5, 0.3])  # at and on the kinks
+    return x, t, torch.randn(b, 6, generator=g)
+
+
+def _scalar_grad(b: int, probs: bool = False) -> tuple:
+    x, t, g = _x_t_g(b, probs)
+    return x, t, g[0, 0]
+
+
+W5 = torch.tensor([0.5, 1.0, 2.0, 0.1, 1.5])
+W6 = torch.tensor([0.0, 0.5, 1.0, 2.0, 0.1, 1.5])
+
+OPS = {
+    "smooth_l1": lambda r: lambda x, t, g: aten.smooth_l1_loss_backward(g, x, t, r, 0.5),
+    "smooth_l1_beta0": lambda r: lambda x, t, g: aten.smooth_l1_loss_backward(g, x, t, r, 0.0),
+    "huber": lambda r: lambda x, t, g: aten.huber_loss_backward(g, x, t, r, 0.5),
+    "bce": lambda r: lambda x, t, g: aten.binary_cross_entropy_backward(g, x, t, None, r),
+    "bce_weight": lambda r: lambda x, t, g: aten.binary_cross_entropy_backward(g, x, t, W6, r),
+}
+
+
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+@pytest.mark.parametrize("op", OPS)
+def test_loss_backward_matches_aten(onnx_matches: Callable, op: str, reduction: int) -> None:
+    probs = op.startswith("bce")
+    make = _x_t_g if reduction == 0 else _scalar_grad
+    onnx_matches(Fn(OPS[op](reduction)), lambda b: make(b, probs))
+
+
+STEPS = {
+    "smooth_l1": (lambda o, t: F.smooth_l1_loss(o, t, beta=0.5), False),
+    "huber": (lambda o, t: F.huber_loss(o, t, delta=0.7, reduction="sum"), False),
+    "bce": (lambda o, t: F.binary_cross_entropy(o.sigmoid(), t), True),
+    "cross_entropy_smoothing_weight": (
+        lambda o, t: F.cross_entropy(o, t, weight=W5, label_smoothing=0.2),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_training_step_with_loss(tmp_path: Path, name: str) -> None:
+    loss_fn, probs = STEPS[name]
+    torch.manual_seed(0)
+    model = nn.Linear(6, 5)
+    x = torch.randn(4, 6)
+    if probs is None:
+        t = torch.tensor([0, 3, -100, 2])
+    else:
+        t = torch.rand(4, 5) if probs else torch.randn(4, 5)
+    path = tmp_path / "step.onnx"
+    fxonnx.export_training(model, loss_fn, x, t, str(path))
+    session = fxonnx.TrainingSession(str(path))
+    loss = session.step(x.numpy(), t.numpy())
+    expected = loss_fn(model(x), t)
+    expected.backward()
+    want = float(expected.detach())
+    assert abs(float(loss) - want) <= 1e-5 * max(1.0, abs(want))
+    for name_, p in model.named_parameters():
+        got = torch.as_tensor(session.grads[name_])
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-6)
