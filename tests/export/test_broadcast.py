@@ -45,6 +45,10 @@ CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
         lambda x: x[:, 0].repeat_interleave(torch.tensor(2), output_size=10 * x.shape[0])[:4],
         _x,
     ),
+    "repeat_interleave_indices": (
+        lambda x: torch.repeat_interleave(torch.tensor([2, 0, 3, 1]), output_size=6) + x[:, :1, 0],
+        _x,
+    ),
 }
 
 

@@ -86,6 +86,12 @@ def repeat_interleave_tensor(ctx: LowerCtx) -> Value:
     reps = ctx.cast(ctx.value(repeats), _I64, ctx.dtype(repeats))
     if ctx.rank(repeats) == 0 or ctx.static_shape(repeats) == (1,):
         return _repeat_each(ctx, value, rank, dim, ctx.emit("Reshape", reps, ctx.const([1], _I64)))
+    return ctx.emit("Gather", value, _source_index(ctx, reps, dim), axis=dim)
+
+
+def _source_index(ctx: LowerCtx, reps: Value, dim: int) -> Value:
+    """For each output position j (the op's output size along ``dim``) the index of the
+    repeated slice: #{k : cumsum(repeats)[k] <= j}."""
     size = ctx.kwarg("output_size")
     if size is None:
         size = ctx.static_shape(ctx.node)[dim]
@@ -101,5 +107,15 @@ def repeat_interleave_tensor(ctx: LowerCtx) -> Value:
         ctx.emit("Unsqueeze", ends, ctx.const([0], _I64)),
         ctx.emit("Unsqueeze", positions, ctx.const([1], _I64)),
     )
-    index = ctx.emit("ReduceSum", ctx.cast(covered, _I64), ctx.const([1], _I64), keepdims=0)
-    return ctx.emit("Gather", value, index, axis=dim)
+    return ctx.emit("ReduceSum", ctx.cast(covered, _I64), ctx.const([1], _I64), keepdims=0)
+
+
+@lowers(aten.repeat_interleave.Tensor)
+def repeat_interleave_indices(ctx: LowerCtx) -> Value:
+    """repeat_interleave.Tensor(Tensor repeats, *, SymInt? output_size=None) -> Tensor: each
+    index k repeated repeats[k] times (capture needs ``output_size``)."""
+    repeats = ctx.arg(0)
+    reps = ctx.cast(ctx.value(repeats), _I64, ctx.dtype(repeats))
+    if ctx.rank(repeats) == 0:
+        reps = ctx.emit("Reshape", reps, ctx.const([1], _I64))
+    return _source_index(ctx, reps, 0)
