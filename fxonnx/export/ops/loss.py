@@ -17,7 +17,6 @@ from .._registry import lowers
 from .reduce import reduce_value, vector_norm
 
 aten = torch.ops.aten
-_I64 = torch.int64
 
 
 def reduce_loss(ctx: LowerCtx, value: Value, rank: int, reduction: int) -> Value:
