@@ -48,6 +48,7 @@ def test_cell_matches_eager(
     torch.manual_seed(0)
     model = onnx_matches(Cell(KINDS[kind](bias)), make, dynamic=not unbatched)
     assert "Gemm" in {n.op_type for n in model.graph.node}
+    assert {n.domain for n in model.graph.node} == {""}
 
 
 def test_cell_steps_in_a_loop(onnx_matches: Callable) -> None:
