@@ -62,6 +62,26 @@ def test_loss_backward_matches_aten(onnx_matches: Callable, op: str, reduction: 
     onnx_matches(Fn(OPS[op](reduction)), lambda b: make(b, probs))
 
 
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss2d_backward_matches_aten(
+    onnx_matches: Callable, reduction: int, weighted: bool
+) -> None:
+    w = W5 if weighted else None
+
+    def both(x: torch.Tensor, t: torch.Tensor) -> tuple:
+        out, total = aten.nll_loss2d_forward(x, t, w, reduction, 2)
+        g = torch.ones_like(out) * 1.5 + out
+        return out, total, aten.nll_loss2d_backward(g, x, t, w, reduction, 2, total)
+
+    def make(b: int) -> tuple:
+        gen = torch.Generator().manual_seed(b)
+        x = torch.randn(b, 5, 3, 2, generator=gen).log_softmax(1)
+        return x, torch.randint(0, 5, (b, 3, 2), generator=gen)
+
+    onnx_matches(Fn(both), make)
+
+
 STEPS = {
     "smooth_l1": (lambda o, t: F.smooth_l1_loss(o, t, beta=0.5), False),
     "huber": (lambda o, t: F.huber_loss(o, t, delta=0.7, reduction="sum"), False),
@@ -69,6 +89,12 @@ STEPS = {
     "cross_entropy_smoothing_weight": (
         lambda o, t: F.cross_entropy(o, t, weight=W5, label_smoothing=0.2),
         None,
+    ),
+    "cross_entropy_2d_ignore": (
+        lambda o, t: F.cross_entropy(
+            o[:, :, None, None].expand(-1, -1, 2, 3), t, label_smoothing=0.1
+        ),
+        "2d",
     ),
 }
 
@@ -79,7 +105,10 @@ def test_training_step_with_loss(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
     model = nn.Linear(6, 5)
     x = torch.randn(4, 6)
-    if probs is None:
+    if probs == "2d":
+        t = torch.randint(0, 5, (4, 2, 3))
+        t[0, 0, 0] = -100
+    elif probs is None:
         t = torch.tensor([0, 3, -100, 2])
     else:
         t = torch.rand(4, 5) if probs else torch.randn(4, 5)

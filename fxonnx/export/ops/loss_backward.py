@@ -1,6 +1,6 @@
-"""Gradients of the pointwise losses whose backward ATen ops appear in training graphs
-(``fxonnx.export_training``): smooth L1, Huber, binary cross entropy. The mean divides by
-numel(self), as torch's kernels do (mse and NLL backward: backward.py)."""
+"""Gradients of the losses whose backward ATen ops appear in training graphs
+(``fxonnx.export_training``): smooth L1, Huber, binary cross entropy (the mean divides by
+numel(self), as torch's kernels do) and NLL over spatial dims (mse and 2-D NLL: backward.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
+from .loss_nll import _Picked
 
 aten = torch.ops.aten
 
@@ -66,3 +67,25 @@ def binary_cross_entropy_backward(ctx: LowerCtx) -> Value:
     if weight is not None:
         local = ctx.emit("Mul", local, ctx.input_as(weight, dtype))
     return _scaled(ctx, local, ctx.arg(4))
+
+
+@lowers(aten.nll_loss2d_backward.default)
+def nll_loss2d_backward(ctx: LowerCtx) -> Value:
+    """nll_loss2d_backward(Tensor grad_output, Tensor self, Tensor target, Tensor? weight,
+    int reduction, SymInt ignore_index, Tensor total_weight) -> Tensor: -w[t] * grad at each
+    element's target class (dim 1), 0 elsewhere and where ignored; the mean divides by
+    ``total_weight`` (the forward's)."""
+    g, x, target, weight, reduction, ignore, total = (ctx.arg(i) for i in range(7))
+    dtype, rank = ctx.dtype(x), ctx.rank(x)
+    pick = _Picked(ctx, x, target, weight, ignore)
+    scale = ctx.emit("Mul", ctx.emit("Neg", pick.weight), ctx.input_as(g, dtype))
+    if reduction == 1:
+        scale = ctx.emit("Div", scale, ctx.value(total))
+    one = ctx.const([1], torch.int64)
+    size = ctx.emit(
+        "Squeeze", ctx.emit("Shape", ctx.value(x), start=1, end=2), ctx.const([0], torch.int64)
+    )
+    classes = ctx.emit("Range", ctx.const(0, torch.int64), size, ctx.const(1, torch.int64))
+    classes = ctx.emit("Reshape", classes, ctx.const([1, -1] + [1] * (rank - 2), torch.int64))
+    hit = ctx.emit("Equal", ctx.emit("Unsqueeze", pick.target, one), classes)
+    return ctx.emit("Where", hit, ctx.emit("Unsqueeze", scale, one), ctx.const(0.0, dtype))
