@@ -26,6 +26,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError, ExportError
 from ..capture import BatchInfo, _batch
+from ..capture._value_checks import without_value_checks
 from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
 
@@ -165,7 +166,7 @@ def _trace(spec: _Spec, batch: int | None) -> fx.GraphModule:
 
     try:
         # the math attention is differentiated op by op (no fused backward kernels)
-        with mode, sdpa_kernel(SDPBackend.MATH):
+        with mode, sdpa_kernel(SDPBackend.MATH), without_value_checks():
             gm = make_fx(fn)(*fakes)
     except ExportError:
         raise

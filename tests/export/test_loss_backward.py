@@ -82,6 +82,33 @@ def test_nll_loss2d_backward_matches_aten(
     onnx_matches(Fn(both), make)
 
 
+def _margin_inputs(b: int) -> tuple:
+    gen = torch.Generator().manual_seed(b)
+    x = torch.randn(b, 5, generator=gen)
+    labels = torch.full((b, 5), -1, dtype=torch.long)
+    for i in range(b):
+        labels[i, : i % 4 + 1] = torch.randperm(5, generator=gen)[: i % 4 + 1]
+    labels[-1, 1] = labels[-1, 0]  # repeated target
+    return x, torch.randint(0, 5, (b,), generator=gen), labels, torch.randn(b, generator=gen)
+
+
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+@pytest.mark.parametrize("p", [1, 2])
+def test_margin_loss_backwards_match_aten(onnx_matches: Callable, p: int, reduction: int) -> None:
+    def grads(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, g: torch.Tensor) -> tuple:
+        if reduction:
+            g = g.sum()
+        multi = aten.multi_margin_loss_backward(g, x, y, p, 0.8, W5 if p == 2 else None, reduction)
+        out, is_target = aten.multilabel_margin_loss_forward(x, labels, reduction)
+        label = aten.multilabel_margin_loss_backward(g, x, labels, reduction, is_target)
+        soft = aten.soft_margin_loss_backward(
+            g[..., None] if not reduction else g, x, x.sign(), reduction
+        )
+        return multi, out, is_target, label, soft
+
+    onnx_matches(Fn(grads), _margin_inputs)
+
+
 STEPS = {
     "smooth_l1": (lambda o, t: F.smooth_l1_loss(o, t, beta=0.5), False),
     "huber": (lambda o, t: F.huber_loss(o, t, delta=0.7, reduction="sum"), False),
@@ -90,6 +117,10 @@ STEPS = {
         lambda o, t: F.cross_entropy(o, t, weight=W5, label_smoothing=0.2),
         None,
     ),
+    "gaussian_nll": (lambda o, t, var: F.gaussian_nll_loss(o, t, var, full=True), "gauss"),
+    "multi_margin_p2": (lambda o, t: F.multi_margin_loss(o, t, p=2, weight=W5), "classes"),
+    "multilabel_margin": (F.multilabel_margin_loss, "labels"),
+    "soft_margin": (lambda o, t: F.soft_margin_loss(o, t, reduction="sum"), "signs"),
     "cross_entropy_2d_ignore": (
         lambda o, t: F.cross_entropy(
             o[:, :, None, None].expand(-1, -1, 2, 3), t, label_smoothing=0.1
@@ -105,7 +136,15 @@ def test_training_step_with_loss(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
     model = nn.Linear(6, 5)
     x = torch.randn(4, 6)
-    if probs == "2d":
+    if probs == "gauss":
+        t = (torch.randn(4, 5), torch.rand(4, 5))
+    elif probs == "classes":
+        t = torch.tensor([0, 3, 4, 2])
+    elif probs == "labels":
+        t = _margin_inputs(4)[2]
+    elif probs == "signs":
+        t = torch.randn(4, 5).sign()
+    elif probs == "2d":
         t = torch.randint(0, 5, (4, 2, 3))
         t[0, 0, 0] = -100
     elif probs is None:
@@ -115,8 +154,9 @@ def test_training_step_with_loss(tmp_path: Path, name: str) -> None:
     path = tmp_path / "step.onnx"
     fxonnx.export_training(model, loss_fn, x, t, str(path))
     session = fxonnx.TrainingSession(str(path))
-    loss = session.step(x.numpy(), t.numpy())
-    expected = loss_fn(model(x), t)
+    targets = t if isinstance(t, tuple) else (t,)
+    loss = session.step(x.numpy(), [a.numpy() for a in targets])
+    expected = loss_fn(model(x), *targets)
     expected.backward()
     want = float(expected.detach())
     assert abs(float(loss) - want) <= 1e-5 * max(1.0, abs(want))

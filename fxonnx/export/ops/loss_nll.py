@@ -179,11 +179,17 @@ def _class_range(ctx: LowerCtx, x2d: Value) -> Value:
     return ctx.emit("Unsqueeze", r, ctx.const([0], _I64))
 
 
+def _loss_rank(ctx: LowerCtx) -> int:
+    """Rank of the loss this node returns (its first output)."""
+    val = ctx.val()
+    return (val[0] if isinstance(val, (list, tuple)) else val).dim()
+
+
 def _per_sample_out(ctx: LowerCtx, losses: Value, reduction: int) -> Value:
     """(N,) per-sample losses reduced, or reshaped to the op's own output shape."""
     if reduction != 0:
         return reduce_loss(ctx, losses, 1, reduction)
-    if ctx.rank(ctx.node) == 0:
+    if _loss_rank(ctx) == 0:
         return ctx.emit("Squeeze", losses, ctx.const([0], _I64))
     return losses
 
@@ -191,12 +197,27 @@ def _per_sample_out(ctx: LowerCtx, losses: Value, reduction: int) -> Value:
 def _refuse_unbatched_none(ctx: LowerCtx, reduction: int, eager_rank: int) -> None:
     """Unbatched input, reduction none: torch's traced shape is (1,) where eager returns a
     0-d loss, so the graph after this node was traced with another shape than eager runs."""
-    if reduction == 0 and ctx.rank(ctx.node) != eager_rank:
+    if reduction == 0 and _loss_rank(ctx) != eager_rank:
         raise ExportError(
             f"{ctx.node.name}: {ctx.node.target.__name__} of an unbatched input with "
             "reduction='none' returns a 0-d tensor in eager but (1,) in torch's traced shapes",
             hint="add the batch dim (input[None], target[None]) or use reduction='sum'",
         )
+
+
+class MarginTerms:
+    """The per-class margins of multi_margin_loss on (N, C): z = margin - x[y] + x[i],
+    ``own`` marks each sample's target class, ``classes`` is C as a (1,) value of x's dtype."""
+
+    def __init__(self, ctx: LowerCtx, x: Any, target: Any, margin: float) -> None:
+        dtype = ctx.dtype(x)
+        self.x = _as_batch(ctx, x)
+        t = ctx.cast(ctx.value(target), _I64, ctx.dtype(target))
+        self.target = ctx.emit("Reshape", t, ctx.const([-1, 1], _I64))
+        x_y = ctx.emit("GatherElements", self.x, self.target, axis=1)
+        self.z = ctx.emit("Add", ctx.emit("Sub", ctx.const(float(margin), dtype), x_y), self.x)
+        self.own = ctx.emit("Equal", _class_range(ctx, self.x), self.target)
+        self.classes = ctx.cast(ctx.emit("Shape", self.x, start=1, end=2), dtype)
 
 
 @lowers(aten.multi_margin_loss.default)
@@ -208,22 +229,54 @@ def multi_margin_loss(ctx: LowerCtx) -> Value:
     if ctx.rank(x) <= 1:
         _refuse_unbatched_none(ctx, reduction, ctx.rank(target))
     dtype = ctx.dtype(x)
-    xv = _as_batch(ctx, x)
-    t = ctx.emit(
-        "Reshape", ctx.cast(ctx.value(target), _I64, ctx.dtype(target)), ctx.const([-1, 1], _I64)
-    )
-    x_y = ctx.emit("GatherElements", xv, t, axis=1)
-    z = ctx.emit("Add", ctx.emit("Sub", ctx.const(float(margin), dtype), x_y), xv)
-    h = ctx.emit("Max", z, ctx.const(0.0, dtype))
+    m = MarginTerms(ctx, x, target, margin)
+    h = ctx.emit("Max", m.z, ctx.const(0.0, dtype))
     if int(p) == 2:
         h = ctx.emit("Mul", h, h)
     if weight is not None:
-        h = ctx.emit("Mul", h, ctx.emit("Gather", ctx.input_as(weight, dtype), t, axis=0))
-    own = ctx.emit("Equal", _class_range(ctx, xv), t)
-    h = ctx.emit("Where", own, ctx.const(0.0, dtype), h)
+        h = ctx.emit("Mul", h, ctx.emit("Gather", ctx.input_as(weight, dtype), m.target, axis=0))
+    h = ctx.emit("Where", m.own, ctx.const(0.0, dtype), h)
     per_sample = ctx.emit("ReduceSum", h, ctx.const([1], _I64), keepdims=0)
-    per_sample = ctx.emit("Div", per_sample, ctx.cast(ctx.emit("Shape", xv, start=1, end=2), dtype))
-    return _per_sample_out(ctx, per_sample, reduction)
+    return _per_sample_out(ctx, ctx.emit("Div", per_sample, m.classes), reduction)
+
+
+class MultiLabelTerms:
+    """multilabel_margin_loss on (N, C) with targets (N, J): ``valid`` (N, J) marks targets
+    before the first -1, ``safe`` their class ids (0 elsewhere), ``hits`` (N, J, C) is
+    valid & (class == target j), ``is_target`` (N, 1, C) int32, ``z`` (N, J, C) the raw margins
+    1 - x[y_j] + x[i] and ``keep`` where they count (j valid, i not a target)."""
+
+    def __init__(self, ctx: LowerCtx, x: Any, target: Any) -> None:
+        dtype = ctx.dtype(x)
+        self.x = _as_batch(ctx, x)
+        t = _as_batch(ctx, target)
+        minus_one = ctx.cast(ctx.emit("Equal", t, ctx.const(-1, _I64)), _I64)
+        after = ctx.emit("CumSum", minus_one, ctx.const(1, _I64))
+        self.valid = ctx.emit("Equal", after, ctx.const(0, _I64))
+        self.safe = ctx.emit("Where", self.valid, t, ctx.const(0, _I64))
+        classes = ctx.emit("Unsqueeze", _class_range(ctx, self.x), ctx.const([0], _I64))
+        two = ctx.const([2], _I64)
+        valid3 = ctx.emit("Unsqueeze", self.valid, two)
+        same = ctx.emit("Equal", ctx.emit("Unsqueeze", self.safe, two), classes)
+        self.hits = ctx.emit("And", same, valid3)
+        self.is_target = ctx.emit(
+            "ReduceMax", ctx.cast(self.hits, torch.int32), ctx.const([1], _I64), keepdims=1
+        )
+        x_y = ctx.emit("GatherElements", self.x, self.safe, axis=1)
+        x_i = ctx.emit("Unsqueeze", self.x, ctx.const([1], _I64))
+        z = ctx.emit("Sub", ctx.const(1.0, dtype), ctx.emit("Unsqueeze", x_y, two))
+        self.z = ctx.emit("Add", z, x_i)
+        not_target = ctx.emit("Equal", self.is_target, ctx.const(0, torch.int32))
+        self.keep = ctx.emit("And", valid3, not_target)
+        self.classes = ctx.cast(ctx.emit("Shape", self.x, start=1, end=2), dtype)
+
+
+def _multilabel_loss(ctx: LowerCtx, terms: MultiLabelTerms, reduction: int) -> Value:
+    dtype = ctx.dtype(ctx.arg(0))
+    z = ctx.emit("Max", terms.z, ctx.const(0.0, dtype))
+    z = ctx.emit("Where", terms.keep, z, ctx.const(0.0, dtype))
+    per_sample = ctx.emit("ReduceSum", z, ctx.const([1, 2], _I64), keepdims=0)
+    return _per_sample_out(ctx, ctx.emit("Div", per_sample, terms.classes), reduction)
 
 
 @lowers(aten.multilabel_margin_loss.default)
@@ -234,34 +287,18 @@ def multilabel_margin_loss(ctx: LowerCtx) -> Value:
     x, target, reduction = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     if ctx.rank(x) <= 1:
         _refuse_unbatched_none(ctx, reduction, 0)
-    dtype = ctx.dtype(x)
-    xv = _as_batch(ctx, x)
-    t = _as_batch(ctx, target)
-    minus_one = ctx.cast(ctx.emit("Equal", t, ctx.const(-1, _I64)), _I64)
-    valid = ctx.emit(
-        "Equal", ctx.emit("CumSum", minus_one, ctx.const(1, _I64)), ctx.const(0, _I64)
-    )  # (N, J): j comes before the first -1
-    safe = ctx.emit("Where", valid, t, ctx.const(0, _I64))
-    classes = ctx.emit("Unsqueeze", _class_range(ctx, xv), ctx.const([0], _I64))  # (1, 1, C)
-    two = ctx.const([2], _I64)
-    hits = ctx.emit(
-        "And",
-        ctx.emit("Equal", ctx.emit("Unsqueeze", safe, two), classes),
-        ctx.emit("Unsqueeze", valid, two),
-    )  # (N, J, C)
-    is_target = ctx.emit(
-        "ReduceMax", ctx.cast(hits, torch.int32), ctx.const([1], _I64), keepdims=1
-    )  # (N, 1, C)
-    x_y = ctx.emit("Unsqueeze", ctx.emit("GatherElements", xv, safe, axis=1), two)  # (N, J, 1)
-    x_i = ctx.emit("Unsqueeze", xv, ctx.const([1], _I64))  # (N, 1, C)
-    z = ctx.emit("Add", ctx.emit("Sub", ctx.const(1.0, dtype), x_y), x_i)
-    z = ctx.emit("Max", z, ctx.const(0.0, dtype))
-    keep = ctx.emit(
-        "And",
-        ctx.emit("Unsqueeze", valid, two),
-        ctx.emit("Equal", is_target, ctx.const(0, torch.int32)),
-    )
-    z = ctx.emit("Where", keep, z, ctx.const(0.0, dtype))
-    per_sample = ctx.emit("ReduceSum", z, ctx.const([1, 2], _I64), keepdims=0)
-    per_sample = ctx.emit("Div", per_sample, ctx.cast(ctx.emit("Shape", xv, start=1, end=2), dtype))
-    return _per_sample_out(ctx, per_sample, reduction)
+    return _multilabel_loss(ctx, MultiLabelTerms(ctx, x, target), reduction)
+
+
+@lowers(aten.multilabel_margin_loss_forward.default)
+def multilabel_margin_loss_forward(ctx: LowerCtx) -> list[Value]:
+    """multilabel_margin_loss_forward(Tensor self, Tensor target, int reduction) ->
+    (Tensor output, Tensor is_target): is_target is 1.0 at each sample's target classes,
+    shaped and typed like self."""
+    x, target, reduction = ctx.arg(0), ctx.arg(1), ctx.arg(2)
+    if ctx.rank(x) <= 1:
+        _refuse_unbatched_none(ctx, reduction, 0)
+    terms = MultiLabelTerms(ctx, x, target)
+    is_target = ctx.cast(terms.is_target, ctx.dtype(x))
+    is_target = ctx.emit("Reshape", is_target, ctx.shape_of(x))
+    return [_multilabel_loss(ctx, terms, reduction), is_target]
