@@ -42,7 +42,7 @@ def promoted(ctx: LowerCtx, *args: Any, dtype: torch.dtype | None = None) -> lis
 def _scalar_or_tensor(ctx: LowerCtx, a: Any, dtype: torch.dtype) -> Value:
     """``a`` as ``dtype``; a SymInt node (a [1] shape value) becomes 0-d, as the Python number
     it stands for, so that ``loss / x.size(0)`` stays 0-d."""
-    if isinstance(a, fx.Node) and isinstance(ctx.val(a), (torch.SymInt, torch.SymFloat, int)):
+    if isinstance(a, fx.Node) and isinstance(ctx.val(a), (torch.SymInt, int)):
         scalar = ctx.emit("Reshape", ctx.value(a), ctx.const([], torch.int64))
         return ctx.cast(scalar, dtype, ctx.dtype(a))
     return ctx.input_as(a, dtype)
