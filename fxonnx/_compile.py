@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from ._dimexpr import evaluate, is_name
+from ._dimexpr import describe_all, evaluate, is_name
 from ._errors import InputError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture
 from .export import DEFAULT_OPSET, lower, save_model
@@ -160,6 +160,12 @@ def _capture_and_lower(
         )
         stages["capture"] = (time.perf_counter() - t0) * 1e3
     notes += captured.notes
+    if captured.shapes.dynamic:
+        uses = "; ".join(
+            f"{s.name}: " + ", ".join(f"{i} dim {d}" for i, d in s.uses)
+            for s in captured.shapes.symbols
+        )
+        notes.append(f"dynamic dims {describe_all(captured.shapes.constraints())} ({uses})")
     stats: list[dict] = []
     if passes != "none" or prune:
         from .passes import run_passes

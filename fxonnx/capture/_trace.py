@@ -21,12 +21,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError
-from . import _dims
+from . import (
+    _dims,
+    _fake_kernels,  # noqa: F401  (fake kernels of ops torch gives none)
+)
 from ._captured import Captured, ConstantLeaf, Shapes, TensorSpec
 from ._functionalize import functionalize_simple
 from ._recurrent import recurrent_as_whole_ops
 from ._signature import input_names, output_names, sanitize
 from ._symbolic import SymbolicInputs
+from ._value_checks import without_value_checks
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ class _Tracer:
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
         with config:
             try:
-                with mode, torch.no_grad():
+                with mode, torch.no_grad(), without_value_checks():
                     trace = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)
                     gm = trace(*fakes)
             except CaptureError:
@@ -177,7 +181,7 @@ class _Tracer:
                 return tuple(x for x in out_leaves if isinstance(x, torch.Tensor))
 
         try:
-            with mode, torch.no_grad():
+            with mode, torch.no_grad(), without_value_checks():
                 gm, sig = aot_export_module(
                     Flat(), tuple(fakes[len(self.state) :]), trace_joint=False, pre_dispatch=True
                 )

@@ -33,6 +33,7 @@ from ..capture._dims import effective, from_batch_dims, resolve
 from ..capture._functionalize import _functional_twin, functionalize_simple
 from ..capture._recurrent import recurrent_decomposed
 from ..capture._symbolic import SymbolicInputs
+from ..capture._value_checks import without_value_checks
 from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
 
@@ -184,7 +185,7 @@ def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
     try:
         # the math attention is differentiated op by op (no fused backward kernels)
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
-        with config, mode, sdpa_kernel(SDPBackend.MATH):
+        with config, mode, sdpa_kernel(SDPBackend.MATH), without_value_checks():
             gm = make_fx(fn)(*fakes)
     except ExportError:
         raise

@@ -208,3 +208,16 @@ def test_symint_arguments_of_factories_views_padding_and_resize() -> None:
     for shape in [(1, 3, 4, 10), (3, 3, 12, 2)]:
         x = torch.randn(shape)
         torch.testing.assert_close(cm(x), model(x))
+
+
+def test_tensor_arithmetic_with_symbolic_scalars_keeps_the_dims() -> None:
+    class Scaled(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n = x.size(1)
+            return x * n + x.sum() / x.numel() - x.mean(1, keepdim=True) * (n**-0.5)
+
+    model = Scaled()
+    cm = fxonnx.compile(model, (torch.randn(2, 6),), dynamic_dims={"x": {0: "b", 1: "n"}})
+    for shape in [(3, 5), (1, 17)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(cm(x), model(x))

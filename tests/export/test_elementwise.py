@@ -59,6 +59,9 @@ def _special(b: int) -> tuple:
 
 
 CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
+    # a 0-d tensor and the batch size (a SymInt) stay 0-d: KLDivLoss(reduction="batchmean")
+    "sum_div_batch_size": (lambda x: x.sum() / x.shape[0], _x),
+    "sum_times_batch_size": (lambda x: x.sum() * x.shape[0], _x),
     # math
     "tan": (torch.tan, _unit),
     "asin_acos_atan": (lambda x: torch.asin(x) + torch.acos(x) * torch.atan(x * 3), _unit),

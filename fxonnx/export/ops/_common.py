@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import fx
 
 from .._ctx import LowerCtx, Value
 
@@ -12,7 +13,9 @@ from .._ctx import LowerCtx, Value
 def result_type(ctx: LowerCtx, *args: Any) -> torch.dtype:
     """torch's promotion over tensors and Python scalars, from the traced example values."""
     vals = [ctx.val(a) for a in args]
-    vals = [int(v) if isinstance(v, torch.SymInt) else v for v in vals]
+    # promotion needs the kind of a symbolic scalar, not its value (int() would guard on it)
+    stand_in = {torch.SymInt: 1, torch.SymFloat: 1.0, torch.SymBool: True}
+    vals = [stand_in.get(type(v), v) for v in vals]
     tensors = [v for v in vals if isinstance(v, torch.Tensor)]
     if not tensors:
         return (
@@ -35,7 +38,16 @@ def promoted(ctx: LowerCtx, *args: Any, dtype: torch.dtype | None = None) -> lis
     """Inputs cast to one dtype (``dtype``, else torch's result type): ONNX arithmetic needs
     equal input types where torch promotes."""
     target = dtype if dtype is not None else result_type(ctx, *args)
-    return [ctx.input_as(a, target) for a in args]
+    return [_scalar_or_tensor(ctx, a, target) for a in args]
+
+
+def _scalar_or_tensor(ctx: LowerCtx, a: Any, dtype: torch.dtype) -> Value:
+    """``a`` as ``dtype``; a SymInt node (a [1] shape value) becomes 0-d, as the Python number
+    it stands for, so that ``loss / x.size(0)`` stays 0-d."""
+    if isinstance(a, fx.Node) and isinstance(ctx.val(a), (torch.SymInt, torch.SymFloat, int)):
+        scalar = ctx.emit("Reshape", ctx.value(a), ctx.const([], torch.int64))
+        return ctx.cast(scalar, dtype, ctx.dtype(a))
+    return ctx.input_as(a, dtype)
 
 
 def axes(dims: Any, rank: int) -> list[int]:

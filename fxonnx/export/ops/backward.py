@@ -599,8 +599,30 @@ def slice_backward(ctx: LowerCtx) -> Value:
     sizes, dim, start, end, step = (ctx.arg(i) for i in range(1, 6))
     dim %= len(sizes)
     size = sizes[dim]
-    if step != 1 or not all(isinstance(v, int) for v in (size, start, end)):
-        raise ExportError(f"{ctx.node.name}: slice gradient with a step or dynamic bounds")
-    start = min(max(start + size if start < 0 else start, 0), size)
-    end = min(max(end + size if end < 0 else end, start), size)
-    return _pad_dim(ctx, ctx.input(0), dim, start, size - end)
+    if step != 1:
+        raise ExportError(f"{ctx.node.name}: slice gradient with a step")
+    if all(isinstance(v, int) for v in (size, start, end)):
+        start = min(max(start + size if start < 0 else start, 0), size)
+        end = min(max(end + size if end < 0 else end, start), size)
+        return _pad_dim(ctx, ctx.input(0), dim, start, size - end)
+    return _pad_dim_dynamic(ctx, dim, size, start, end)
+
+
+def _pad_dim_dynamic(ctx: LowerCtx, dim: int, size: Any, start: Any, end: Any) -> Value:
+    """Zero padding before ``start`` and after ``end`` of a dynamic-size dim, computed in the
+    graph: a negative int bound counts from the end, an end at or past ``size`` pads nothing.
+    The padded amounts are the runtime values of torch's (already valid) slice bounds."""
+    n = ctx.int_list([size])
+    if isinstance(start, int) and start < 0:
+        before = ctx.emit("Add", n, ctx.int_list([start]))
+    else:
+        before = ctx.int_list([start])
+    if isinstance(end, int) and end < 0:
+        after = ctx.int_list([-end])
+    elif isinstance(end, int) and end >= 1 << 62:
+        after = ctx.int_list([0])
+    else:
+        after = ctx.emit("Max", ctx.emit("Sub", n, ctx.int_list([end])), ctx.int_list([0]))
+    pads = ctx.emit("Concat", before, after, axis=0)
+    zero = ctx.const(0.0, ctx.out_dtype)
+    return ctx.emit("Pad", ctx.input(0), pads, zero, ctx.const([dim], torch.int64))

@@ -1,4 +1,4 @@
-"""Normalisations: batch (inference), layer, group, instance."""
+"""Normalisations: batch (inference), layer, RMS, group, instance."""
 
 from __future__ import annotations
 
@@ -88,6 +88,27 @@ def native_layer_norm(ctx: LowerCtx) -> list[Value]:
         axis=rank - len(shape),
         epsilon=float(eps),
     )
+
+
+@lowers(aten.rms_norm.default)
+def rms_norm(ctx: LowerCtx) -> Value:
+    """rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, float? eps=None)
+    -> Tensor: x * rsqrt(mean(x^2 over the last len(normalized_shape) dims) + eps) * weight,
+    computed in float32 for half inputs; eps None is finfo(float32 or float64).eps, as in
+    torch's own decomposition."""
+    x, shape, w, eps = (ctx.arg(i) for i in range(4))
+    rank, dtype = ctx.rank(x), ctx.dtype(x)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    if eps is None:
+        eps = torch.finfo(compute).eps
+    value = ctx.cast(ctx.value(x), compute, dtype)
+    dims = ctx.const(list(range(rank - len(shape), rank)), torch.int64)
+    mean_sq = ctx.emit("ReduceMean", ctx.emit("Mul", value, value), dims, keepdims=1)
+    denom = ctx.emit("Sqrt", ctx.emit("Add", mean_sq, ctx.const(float(eps), compute)))
+    y = ctx.emit("Div", value, denom)
+    if w is not None:
+        y = ctx.emit("Mul", y, ctx.input_as(w, compute))
+    return ctx.cast(y, ctx.out_dtype, compute)
 
 
 @lowers(aten.group_norm.default)

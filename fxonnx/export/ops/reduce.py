@@ -1,4 +1,4 @@
-"""Reductions (sum, mean, extrema, arg-extrema, moments, norms, any/all), cumsum and softmax
+"""Reductions (sum, mean, extrema, arg-extrema, moments, norms, any/all), cumsum, diff and softmax
 (sorting: movement.py)."""
 
 from __future__ import annotations
@@ -237,6 +237,28 @@ def cumsum(ctx: LowerCtx) -> Value:
     if ctx.rank(x) == 0:
         return value
     return ctx.emit("CumSum", value, ctx.const(ctx.arg(1) % ctx.rank(x), _I64))
+
+
+@lowers(aten.diff.default)
+def diff(ctx: LowerCtx) -> Value:
+    """diff(Tensor self, int n=1, int dim=-1, Tensor? prepend=None, Tensor? append=None):
+    ``prepend``, ``self`` and ``append`` joined along ``dim``, then n times x[1:] - x[:-1]
+    (bool: x[1:] != x[:-1], torch's logical_xor); n = 0 returns ``self`` alone, as eager."""
+    x, n, dim, prepend, append = (ctx.arg(i) for i in range(5))
+    if n == 0:
+        return ctx.input(0)
+    rank, dtype = ctx.rank(x), ctx.out_dtype
+    dim %= rank
+    parts = [ctx.input_as(t, dtype) for t in (prepend, x, append) if t is not None]
+    value = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=dim)
+    axis = ctx.const([dim], _I64)
+    big = torch.iinfo(torch.int64).max
+    for _ in range(n):
+        later = ctx.emit("Slice", value, ctx.const([1], _I64), ctx.const([big], _I64), axis)
+        earlier = ctx.emit("Slice", value, ctx.const([0], _I64), ctx.const([-1], _I64), axis)
+        op = "Xor" if dtype == torch.bool else "Sub"
+        value = ctx.emit(op, later, earlier)
+    return value
 
 
 def _softmax(ctx: LowerCtx, op: str) -> Value:
