@@ -225,3 +225,17 @@ def test_bundle_manifest_and_triton_config_carry_every_dynamic_dim(tmp_path) -> 
     cm.save_bundle(tmp_path / "repo", fmt="triton", name="bert")
     config = (tmp_path / "repo" / "bert" / "config.pbtxt").read_text()
     assert "dims: [ -1 ]" in config  # batch is Triton's; seq stays -1
+
+
+def test_all_dims_from_a_batch_one_example_unify_what_the_model_ties() -> None:
+    model, (ids, mask) = models.get("bert_tiny", 1, seq=7)
+    cm = fxonnx.compile(
+        model, (), {"input_ids": ids, "attention_mask": mask}, dynamic_dims="all", provider="cpu"
+    )
+    # the mask meets the scores in a broadcast: its dims become the ids' dims
+    assert cm.captured.user_inputs[0].shape == cm.captured.user_inputs[1].shape
+    assert len(cm.captured.shapes.names) == 2
+    ids, mask = models.get("bert_tiny", 4, seq=33)[1]
+    want, got = model(ids, mask), cm(input_ids=ids, attention_mask=mask)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)

@@ -134,14 +134,17 @@ class SymbolicInputs:
         for t, dims in zip(tensors, per_input, strict=True):
             for d, name in dims.items():
                 self.examples.setdefault(name, int(t.shape[d]))
+        # 0 and 1 are special sizes to torch's tracing (broadcasting, squeeze): trace such a
+        # dim at a size no example has, the same one for equal examples (dims that meet in a
+        # broadcast must be able to agree), and let verification run the example's size
         taken = set(self.examples.values())
+        substitute: dict[int, int] = {}
+        for small in sorted(v for v in taken if v < 2):
+            substitute[small] = next(
+                v for v in range(2, 10**6) if v not in taken and v not in substitute.values()
+            )
         for name, example in self.examples.items():
-            # 0 and 1 are specialised by torch's tracing (broadcasting, squeeze); trace such a
-            # dim at a size of its own instead and let verification run the example's size
-            hint = example
-            if example < 2:
-                hint = next(v for v in range(2, 10**6) if v not in taken)
-                taken.add(hint)
+            hint = substitute.get(example, example)
             source = ConstantSource(name)
             sym = env.create_symbol(hint, source, dynamic_dim=DimDynamic.DYNAMIC)
             self.symbols[name] = sym
