@@ -14,7 +14,7 @@ from torch import nn
 
 from ._dimexpr import describe_all, evaluate, is_name
 from ._errors import InputError, UnsupportedOpError
-from .capture import Captured, ConstantLeaf, capture
+from .capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from .export import DEFAULT_OPSET, lower, save_model
 from .runtime import Session
 from .verify import Report
@@ -293,6 +293,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     """
     if verify not in (True, False, "each-pass"):
         raise ValueError(f"verify must be True, False or 'each-pass', not {verify!r}")
+    model, unwrapped = unwrap_parallel(model)
     pass_stats: list = []
     captured, onnx_model, stages, notes = _capture_and_lower(
         model,
@@ -314,6 +315,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     t0 = time.perf_counter()
     session = Session(onnx_model.SerializeToString(), provider=target)
     stages["session"] = (time.perf_counter() - t0) * 1e3
+    notes = [unwrapped, *notes] if unwrapped else notes
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
     compiled = CompiledModel(captured, onnx_model, session, report)
     if verify:
@@ -349,6 +351,9 @@ def export(
 ) -> onnx.ModelProto:
     """Capture, optimize (``passes`` minus ``skip``, optional ``prune``; see ``compile``) and
     lower ``model`` to ONNX without running it; save to ``path`` when given."""
+    model, unwrapped = unwrap_parallel(model)
+    if unwrapped:
+        log.info("fxonnx: %s", unwrapped)
     _, onnx_model, _, notes = _capture_and_lower(
         model,
         args,

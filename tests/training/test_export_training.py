@@ -191,3 +191,14 @@ def test_bad_optimizer_arguments() -> None:
         fxonnx.export_training(model, _loss, x, t, optimizer="sgd", betas=(0.9, 0.99))
     with pytest.raises(ExportError, match="scalar"):
         fxonnx.export_training(model, lambda o, t: (o - t) ** 2, x, t)
+
+
+def test_data_parallel_model_step_matches_eager(tmp_path) -> None:  # noqa: ANN001
+    """export_training unwraps nn.DataParallel: the step is the inner model's, by its names."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, t = torch.randn(4, 4), torch.tensor([0, 2, 1, 0])
+    fxonnx.export_training(nn.DataParallel(net), F.cross_entropy, (x,), (t,), tmp_path / "dp.onnx")
+    session = TrainingSession(tmp_path / "dp.onnx")
+    assert "grad.0.weight" in session.signature["grads"]
+    assert_step_matches(session, net, F.cross_entropy, (x,), (t,))
