@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from ._dimexpr import describe_all, evaluate, is_name
-from ._errors import InputError, UnsupportedOpError
+from ._errors import InputError, PassError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from .export import DEFAULT_OPSET, lower, save_model
 from .runtime import Session
@@ -226,12 +226,29 @@ def _target_provider(provider: str) -> str:
 
 
 def _fuse_for_provider(
-    onnx_model: onnx.ModelProto, provider: str, passes: Any, skip: Any, stats: list[dict]
+    onnx_model: onnx.ModelProto,
+    provider: str,
+    passes: Any,
+    skip: Any,
+    stats: list[dict],
+    runtime_ops: bool,
 ) -> None:
-    """The ``stage="onnx"`` pass ``fuse_activation``, when chosen, on the lowered model."""
+    """The ``stage="onnx"`` pass ``fuse_activation``, when chosen, on the lowered model; without
+    ``runtime_ops`` it holds back (the model stays standard ONNX) and its record says so."""
     from .passes import chooses
 
     if not chooses(passes, skip, "fuse_activation"):
+        return
+    if not runtime_ops:
+        stats.append(
+            {
+                "name": "fuse_activation",
+                "rounds": 0,
+                "modified": False,
+                "ms": 0.0,
+                "stats": {"miss:runtime_ops_off": 1},
+            }
+        )
         return
     from .export import fuse_activations
 
@@ -275,6 +292,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     passes: str | list[str] = "default",
     skip: list[str] | tuple[str, ...] = (),
     prune: float | dict[str, float] | None = None,
+    runtime_ops: bool = False,
 ) -> CompiledModel:
     """Capture ``model`` on the example inputs, lower it to ONNX and load it in onnxruntime.
 
@@ -290,9 +308,17 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     of conv/linear channels by L1 norm. ``verify="each-pass"`` also checks the graph in torch
     after every pass (PassError names the pass and the first diverging node). Per-pass stats
     land in ``report.passes``, their time in ``report.stages["passes"]``.
+    ``runtime_ops=True`` lets ``fuse_activation`` write onnxruntime's ``com.microsoft``
+    FusedConv/FusedGemm into ``onnx_model`` (and so into saved files and bundles); by default
+    the model is standard ONNX, which onnxruntime fuses the same way at session start.
     """
     if verify not in (True, False, "each-pass"):
         raise ValueError(f"verify must be True, False or 'each-pass', not {verify!r}")
+    if not runtime_ops and isinstance(passes, (list, tuple)) and "fuse_activation" in passes:
+        raise PassError(
+            "fuse_activation writes onnxruntime-only com.microsoft ops into the model",
+            hint="pass runtime_ops=True (CLI: --ort-ops) to ask for them, or leave it out",
+        )
     model, unwrapped = unwrap_parallel(model)
     pass_stats: list = []
     captured, onnx_model, stages, notes = _capture_and_lower(
@@ -311,7 +337,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         pass_stats=pass_stats,
     )
     target = _target_provider(provider)
-    _fuse_for_provider(onnx_model, target, passes, skip, pass_stats)
+    _fuse_for_provider(onnx_model, target, passes, skip, pass_stats, runtime_ops)
     t0 = time.perf_counter()
     session = Session(onnx_model.SerializeToString(), provider=target)
     stages["session"] = (time.perf_counter() - t0) * 1e3
