@@ -16,7 +16,7 @@ from ._dimexpr import describe_all, evaluate, is_name
 from ._errors import InputError, PassError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from .export import DEFAULT_OPSET, lower, save_model
-from .runtime import Session
+from .runtime import Session, as_session_dtypes, fit_kernels, float32_boundary
 from .verify import Report
 from .verify import verify as verify_outputs
 from .verify._verify import eval_mode
@@ -89,7 +89,7 @@ class CompiledModel:
 
     def run_flat(self, args: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
         """The tensor outputs as a flat list (in ``output_names`` order)."""
-        tensors = self._flat_inputs(args, kwargs or {})
+        tensors = as_session_dtypes(self._flat_inputs(args, kwargs or {}), self.session)
         shapes = self._output_shapes(tensors) if self.session.on_cuda else None
         outs = self.session.run_torch(tensors, shapes)
         want = self.captured.outputs
@@ -339,7 +339,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     target = _target_provider(provider)
     _fuse_for_provider(onnx_model, target, passes, skip, pass_stats, runtime_ops)
     t0 = time.perf_counter()
-    session = Session(onnx_model.SerializeToString(), provider=target)
+    onnx_model, kernel_notes = fit_kernels(onnx_model, target)
+    runnable, boundary = float32_boundary(onnx_model)
+    notes = [*notes, *kernel_notes, *([boundary] if boundary else [])]
+    session = Session(runnable.SerializeToString(), provider=target)
     stages["session"] = (time.perf_counter() - t0) * 1e3
     notes = [unwrapped, *notes] if unwrapped else notes
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
