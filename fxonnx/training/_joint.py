@@ -183,9 +183,17 @@ def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     try:
-        # the math attention is differentiated op by op (no fused backward kernels)
+        # the math attention is differentiated op by op (no fused backward kernels); without
+        # mkldnn, CPU LSTM/GRU training steps are cells per time step (mkldnn_rnn_layer has no
+        # ONNX form)
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
-        with config, mode, sdpa_kernel(SDPBackend.MATH), without_value_checks():
+        with (
+            config,
+            mode,
+            sdpa_kernel(SDPBackend.MATH),
+            without_value_checks(),
+            torch.backends.mkldnn.flags(enabled=False),
+        ):
             gm = make_fx(fn)(*fakes)
     except ExportError:
         raise

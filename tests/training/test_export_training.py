@@ -14,7 +14,7 @@ from training_helpers import RTOL, assert_step_matches, step_errors
 
 import fxonnx
 from fxonnx import ExportError
-from fxonnx.models import get
+from fxonnx.models import get, names
 from fxonnx.training import TrainingSession
 
 
@@ -30,6 +30,8 @@ def _no_dropout(model: nn.Module) -> nn.Module:
 def _loss(out: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
     if isinstance(out, tuple):
         out = out[0]
+    if out.dim() == 4:  # segmentation: classes along dim 1, one target per pixel
+        return F.cross_entropy(out, target)
     if out.dim() == 3:
         out, target = out.reshape(-1, out.shape[-1]), target.reshape(-1)
     if target.dtype == torch.int64:
@@ -42,6 +44,8 @@ def _target(model: nn.Module, inputs: tuple, seed: int) -> torch.Tensor:
         out = copy.deepcopy(model).eval()(*inputs)
     out = out[0] if isinstance(out, tuple) else out
     g = torch.Generator().manual_seed(seed)
+    if out.dim() == 4:
+        return torch.randint(0, out.shape[1], (out.shape[0], *out.shape[2:]), generator=g)
     if out.shape[-1] > 1:
         return torch.randint(0, out.shape[-1], out.shape[:-1], generator=g)
     return torch.randn(out.shape, generator=g)
@@ -64,12 +68,20 @@ def test_zoo_step(name: str, tmp_path) -> None:  # noqa: ANN001
     _check_zoo(name, (4, 3), tmp_path)
 
 
+# unet_small's train-mode float32 forward is off float64 by up to 7e-6 before its ReLUs (eager
+# too). At batches 2 and 3 the zoo input puts a ReLU input 1.9e-8 and 2.7e-6 from the kink
+# (float64): a float32 step may take either side there, and the gradient jumps (eager fp32 in
+# channels_last misses float64 by 3.5e-4 at batch 2 itself). Checked where no such ReLU flips:
+# batches 4 and 5 (measured 1.9e-7 of max|g|, eager fp32 5.2e-7).
+_ZOO_BATCHES = {"unet_small": (4, 5)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", ["mnist_cnn", "resnet18", "mobilenet_v2", "transformer_encoder", "gru_lm"]
-)
+@pytest.mark.parametrize("name", [n for n in names() if n not in ("mlp", "lenet_cifar")])
 def test_zoo_step_slow(name: str, tmp_path) -> None:  # noqa: ANN001
-    _check_zoo(name, (2, 3), tmp_path)
+    """Every zoo model (all are trainable): one step from one export matches eager at two
+    batch sizes."""
+    _check_zoo(name, _ZOO_BATCHES.get(name, (2, 3)), tmp_path)
 
 
 def test_graph_signature(tmp_path) -> None:  # noqa: ANN001
@@ -202,3 +214,21 @@ def test_data_parallel_model_step_matches_eager(tmp_path) -> None:  # noqa: ANN0
     session = TrainingSession(tmp_path / "dp.onnx")
     assert "grad.0.weight" in session.signature["grads"]
     assert_step_matches(session, net, F.cross_entropy, (x,), (t,))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_step_matches_eager(bidirectional: bool, tmp_path) -> None:  # noqa: ANN001
+    """The CPU LSTM training path (aten.mkldnn_rnn_layer) is traced without mkldnn: cells per
+    time step, each with ONNX-lowerable derivatives."""
+    torch.manual_seed(0)
+    model = nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=bidirectional)
+
+    def loss_fn(out: tuple, t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out[0], t)
+
+    x, t = torch.randn(3, 6, 4), torch.randn(3, 6, 10 if bidirectional else 5)
+    fxonnx.export_training(model, loss_fn, (x,), (t,), tmp_path / "lstm.onnx")
+    session = TrainingSession(tmp_path / "lstm.onnx")
+    assert_step_matches(session, model, loss_fn, (x,), (t,))
+    x2, t2 = torch.randn(2, 6, 4), torch.randn(2, 6, 10 if bidirectional else 5)
+    assert_step_matches(session, model, loss_fn, (x2,), (t2,))
