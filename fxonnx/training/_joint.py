@@ -33,6 +33,7 @@ from ..capture._dims import effective, from_batch_dims, resolve
 from ..capture._functionalize import _functional_twin, functionalize_simple
 from ..capture._recurrent import recurrent_decomposed
 from ..capture._symbolic import SymbolicInputs
+from ..capture._transformer import eager_transformer_semantics
 from ..capture._value_checks import without_value_checks
 from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
@@ -193,6 +194,7 @@ def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
             sdpa_kernel(SDPBackend.MATH),
             without_value_checks(),
             torch.backends.mkldnn.flags(enabled=False),
+            eager_transformer_semantics(),
         ):
             gm = make_fx(fn)(*fakes)
     except ExportError:
