@@ -149,13 +149,16 @@ def _missing_kernels(model: onnx.ModelProto, provider: str) -> list[tuple[str, i
             continue
         key = (node.domain, node.op_type, kinds)
         if key not in seen:
-            seen[key] = _load_error(_one_node(model, node, shapes, inits), provider) is None
+            error = _load_error(_one_node(model, node, shapes, inits), provider)
+            seen[key] = error is None or not any(k in error for k in _NO_KERNEL)
         if not seen[key] and (node.op_type, dtype) not in missing:
             missing.append((node.op_type, dtype))
     return missing
 
 
 _GRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+# how onnxruntime says it has no kernel for a type (a probe failing otherwise proves nothing)
+_NO_KERNEL = ("NOT_IMPLEMENTED", "Could not find an implementation", "Type Error")
 
 
 def _one_node(
@@ -192,9 +195,14 @@ def _value_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def _widen(model: onnx.ModelProto, op: str, dtype: int) -> int:
     """Every ``op`` node reading ``dtype`` computes in float32: its ``dtype`` inputs are cast
-    up, its ``dtype`` outputs are produced in float32 and cast back. Returns the count."""
+    up, its ``dtype`` outputs are produced in float32 and cast back. Returns the count.
+
+    An input that a Transpose produced is cast before a float32 copy of that Transpose:
+    onnxruntime 1.31 crashes (segfault, at optimization level ALL: its NCHWc transformer) on
+    Transpose(16-bit) -> Cast(float) -> MatMul."""
     types = _value_types(model)
     graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
     nodes, count = [], 0
     for node in graph.node:
         if (
@@ -208,7 +216,7 @@ def _widen(model: onnx.ModelProto, op: str, dtype: int) -> int:
         for k, name in enumerate(node.input):
             if types.get(name) == dtype:
                 wide = f"{name}__f32_{count}_{k}"
-                nodes.append(helper.make_node("Cast", [name], [wide], to=TensorProto.FLOAT))
+                nodes += _cast_up(producer.get(name), name, wide)
                 node.input[k] = wide
         back = []
         for k, name in enumerate(node.output):
@@ -221,6 +229,23 @@ def _widen(model: onnx.ModelProto, op: str, dtype: int) -> int:
     graph.ClearField("node")
     graph.node.extend(nodes)
     return count
+
+
+def _cast_up(producer: onnx.NodeProto | None, name: str, wide: str) -> list[onnx.NodeProto]:
+    if (
+        producer is None
+        or producer.op_type != "Transpose"
+        or producer.domain not in ("", "ai.onnx")
+    ):
+        return [helper.make_node("Cast", [name], [wide], to=TensorProto.FLOAT)]
+    source = producer.input[0]
+    perm = [a for a in producer.attribute if a.name == "perm"]
+    return [
+        helper.make_node("Cast", [source], [wide + "_pre"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", [wide + "_pre"], [wide], perm=list(perm[0].ints))
+        if perm
+        else helper.make_node("Transpose", [wide + "_pre"], [wide]),
+    ]
 
 
 def _refusal(

@@ -71,3 +71,27 @@ def test_float64_model_with_kernels_runs_in_float64() -> None:
     cm = fxonnx.compile(model, (x,), provider="cpu")  # fp64 tolerance
     assert not any("float32" in n for n in cm.report.notes)
     torch.testing.assert_close(cm(x), model(x).detach(), rtol=1e-7, atol=1e-9)
+
+
+class PermuteLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.transpose(1, 2))
+
+
+def test_bfloat16_transpose_into_a_widened_matmul_loads() -> None:
+    """Transpose(bf16) -> Cast -> MatMul crashes onnxruntime 1.31 (segfault at level ALL): the
+    cast goes before a float32 copy of the Transpose instead."""
+    torch.manual_seed(0)
+    model = PermuteLinear().to(torch.bfloat16).eval()
+    x = torch.randn(2, 6, 5, dtype=torch.bfloat16)
+    cm = fxonnx.compile(model, (x,), provider="cpu")
+    assert any(n.startswith("MatMul x1 computed in float32") for n in cm.report.notes)
+    ops = [(n.op_type, n.input[0]) for n in cm.onnx_model.graph.node]
+    transposes = {n.output[0]: n for n in cm.onnx_model.graph.node if n.op_type == "Transpose"}
+    casts = [n for n in cm.onnx_model.graph.node if n.op_type == "Cast"]
+    assert not any(c.input[0] in transposes for c in casts), ops
+    torch.testing.assert_close(cm(x), model(x).detach(), rtol=1.6e-2, atol=1e-2)
