@@ -317,7 +317,8 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     if not runtime_ops and isinstance(passes, (list, tuple)) and "fuse_activation" in passes:
         raise PassError(
             "fuse_activation writes onnxruntime-only com.microsoft ops into the model",
-            hint="pass runtime_ops=True (CLI: --ort-ops) to ask for them, or leave it out",
+            hint="pass runtime_ops=True (CLI: fxonnx export --ort-ops) to ask for them, or "
+            "leave it out",
         )
     model, unwrapped = unwrap_parallel(model)
     pass_stats: list = []
