@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import fxonnx
 from fxonnx._errors import ExportError
 from fxonnx.capture import capture
 from fxonnx.export import lower
@@ -81,19 +82,32 @@ UNBATCHED: dict[str, tuple[Callable[[], nn.Module], Shape]] = {
 
 @pytest.mark.parametrize("name", list(UNBATCHED))
 def test_unbatched_instance_norm_matches_eager(name: str, onnx_matches: Callable) -> None:
-    """Unbatched, the channel dim is dim 0, which a dynamic capture takes as the batch: the
-    channel count is dynamic then, and the rule must not need it."""
+    """Unbatched (C, *spatial): torch unsqueezes a batch of 1 (its own channel check fixes C)."""
     factory, shape = UNBATCHED[name]
     torch.manual_seed(0)
     layer = factory()
 
-    def make_inputs(c: int) -> tuple:
-        full = (c, *shape[1:])
-        return (torch.randn(*full, generator=torch.Generator().manual_seed(c)) + 1,)
+    def make_inputs(_: int) -> tuple:
+        return (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) + 1,)
 
-    c = shape[0]
-    dynamic = not isinstance(getattr(layer, "weight", None), nn.Parameter)
-    onnx_matches(layer, make_inputs, batches=(c, c + 2) if dynamic else (c,), dynamic=dynamic)
+    onnx_matches(layer, make_inputs, dynamic=False)
+
+
+class FunctionalInstanceNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.instance_norm(x, eps=1e-3)
+
+
+def test_instance_norm_with_a_dynamic_channel_count() -> None:
+    """No static channel count: the statistics are written out (InstanceNormalization needs
+    (C,) scales)."""
+    model = FunctionalInstanceNorm()
+    x = torch.randn(2, 3, 8) * 2 + 1
+    cm = fxonnx.compile(model, (x,), provider="cpu", dynamic_dims={"x": {0: "batch", 1: "c"}})
+    assert "InstanceNormalization" not in {n.op_type for n in cm.onnx_model.graph.node}
+    for shape in ((2, 3, 8), (4, 5, 8)):
+        x = torch.randn(*shape)
+        torch.testing.assert_close(cm(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_train_mode_batch_norm_with_running_stats_is_still_refused() -> None:
