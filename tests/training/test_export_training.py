@@ -14,7 +14,7 @@ from training_helpers import RTOL, assert_step_matches, step_errors
 
 import fxonnx
 from fxonnx import ExportError
-from fxonnx.models import get, names
+from fxonnx.models import get, info, names
 from fxonnx.training import TrainingSession
 
 
@@ -27,9 +27,15 @@ def _no_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def _loss(out: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
-    if isinstance(out, tuple):
-        out = out[0]
+def _first(out: torch.Tensor | tuple | dict) -> torch.Tensor:
+    """The main output: the first of a tuple (RNN output, state), the last of a dict."""
+    if isinstance(out, dict):
+        return list(out.values())[-1]  # bert: the pooled output reads every parameter
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _loss(out: torch.Tensor | tuple | dict, target: torch.Tensor) -> torch.Tensor:
+    out = _first(out)
     if out.dim() == 4:  # segmentation: classes along dim 1, one target per pixel
         return F.cross_entropy(out, target)
     if out.dim() == 3:
@@ -41,8 +47,7 @@ def _loss(out: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
 
 def _target(model: nn.Module, inputs: tuple, seed: int) -> torch.Tensor:
     with torch.no_grad():
-        out = copy.deepcopy(model).eval()(*inputs)
-    out = out[0] if isinstance(out, tuple) else out
+        out = _first(copy.deepcopy(model).eval()(*inputs))
     g = torch.Generator().manual_seed(seed)
     if out.dim() == 4:
         return torch.randint(0, out.shape[1], (out.shape[0], *out.shape[2:]), generator=g)
@@ -56,7 +61,8 @@ def _check_zoo(name: str, batches: tuple[int, int], tmp_path) -> None:  # noqa: 
     model = _no_dropout(model.train())
     target = _target(model, inputs, 0)
     path = tmp_path / f"{name}.onnx"
-    fxonnx.export_training(model, _loss, tuple(inputs), target, path)
+    batch_dims = info(name).batch_dims  # seq-first models carry the batch in dim 1
+    fxonnx.export_training(model, _loss, tuple(inputs), target, path, batch_dims=batch_dims)
     session = TrainingSession(path)
     for batch in batches:
         _, xs = get(name, batch=batch)
@@ -76,8 +82,21 @@ def test_zoo_step(name: str, tmp_path) -> None:  # noqa: ANN001
 _ZOO_BATCHES = {"unet_small": (4, 5)}
 
 
+_STATIC_BATCH = pytest.mark.xfail(
+    strict=True,
+    reason="under symbolic shapes the unet_small training trace fixes the batch (nn.Upsample "
+    "bilinear in the joint graph: a one-layer Conv2d + Upsample model shows it too); "
+    "export_training raises CaptureError with batch_dims given",
+)
+_ZOO = [
+    pytest.param(n, marks=_STATIC_BATCH) if n == "unet_small" else n
+    for n in names()
+    if n not in ("mlp", "lenet_cifar")
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in names() if n not in ("mlp", "lenet_cifar")])
+@pytest.mark.parametrize("name", _ZOO)
 def test_zoo_step_slow(name: str, tmp_path) -> None:  # noqa: ANN001
     """Every zoo model (all are trainable): one step from one export matches eager at two
     batch sizes."""
@@ -232,3 +251,28 @@ def test_lstm_step_matches_eager(bidirectional: bool, tmp_path) -> None:  # noqa
     assert_step_matches(session, model, loss_fn, (x,), (t,))
     x2, t2 = torch.randn(2, 6, 4), torch.randn(2, 6, 10 if bidirectional else 5)
     assert_step_matches(session, model, loss_fn, (x2,), (t2,))
+
+
+class DropFirstRow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        return y[1:] - y[:-1]  # slices along the dynamic batch: slice_backward with SymInts
+
+
+def test_slice_gradient_along_a_dynamic_dim(tmp_path) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = DropFirstRow()
+
+    def loss_fn(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, t[1:])
+
+    x, t = torch.randn(5, 4), torch.randn(5, 3)
+    fxonnx.export_training(model, loss_fn, (x,), (t,), tmp_path / "slice.onnx")
+    session = TrainingSession(tmp_path / "slice.onnx")
+    for batch in (5, 3):
+        xb, tb = torch.randn(batch, 4), torch.randn(batch, 3)
+        assert_step_matches(session, model, loss_fn, (xb,), (tb,))
