@@ -199,12 +199,11 @@ class _Nll:
         self.total = ctx.emit("ReduceSum", w, keepdims=0)  # over every dim: (N,) or (N, *d)
 
 
-@lowers(aten.nll_loss_forward.default, aten.nll_loss2d_forward.default)
+@lowers(aten.nll_loss_forward.default)
 def nll_loss_forward(ctx: LowerCtx) -> list[Value]:
     """nll_loss_forward(Tensor self, Tensor target, Tensor? weight, int reduction,
     SymInt ignore_index) -> (Tensor output, Tensor total_weight). Mean divides by the real
-    total weight of the non-ignored targets (never a constant 1). nll_loss2d: self (N, C, H, W),
-    target (N, H, W), the class dim is still 1."""
+    total weight of the non-ignored targets (never a constant 1)."""
     x, target, weight, reduction, ignore = (ctx.arg(i) for i in range(5))
     nll = _Nll(ctx, x, target, weight, ignore)
     xv = ctx.value(x)
@@ -222,7 +221,7 @@ def nll_loss_forward(ctx: LowerCtx) -> list[Value]:
     return [total, nll.total]
 
 
-@lowers(aten.nll_loss_backward.default, aten.nll_loss2d_backward.default)
+@lowers(aten.nll_loss_backward.default)
 def nll_loss_backward(ctx: LowerCtx) -> Value:
     """nll_loss_backward(Tensor grad_output, Tensor self, Tensor target, Tensor? weight,
     int reduction, SymInt ignore_index, Tensor total_weight): -w[target] * grad scattered
