@@ -1,7 +1,7 @@
 """What the optimization passes buy: ONNX node count and onnxruntime latency per zoo model.
 
-Columns: fxonnx with ``passes="none"`` and ``passes="default"`` (the model ``fxonnx.compile``
-runs on the CPU, so with ``fuse_activation``), ``torch.onnx.export(dynamo=True)``
+Columns: fxonnx with ``passes="none"`` and ``passes="default"`` (the standard-ONNX model
+``fxonnx.compile`` writes by default, no ``fuse_activation``), ``torch.onnx.export(dynamo=True)``
 and, when ``import onnxslim`` works, that export after ``onnxslim.slim``. "ORT nodes" counts the
 nodes onnxruntime's own optimizer leaves (what the session runs). Latency is the median
 of interleaved rounds (all variants of a model take turns each round), one session each with

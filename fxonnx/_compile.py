@@ -13,10 +13,10 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from ._dimexpr import describe_all, evaluate, is_name
-from ._errors import InputError, UnsupportedOpError
-from .capture import Captured, ConstantLeaf, capture
+from ._errors import InputError, PassError, UnsupportedOpError
+from .capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from .export import DEFAULT_OPSET, lower, save_model
-from .runtime import Session
+from .runtime import Session, as_session_dtypes, fit_kernels, float32_boundary
 from .verify import Report
 from .verify import verify as verify_outputs
 from .verify._verify import eval_mode
@@ -89,7 +89,7 @@ class CompiledModel:
 
     def run_flat(self, args: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
         """The tensor outputs as a flat list (in ``output_names`` order)."""
-        tensors = self._flat_inputs(args, kwargs or {})
+        tensors = as_session_dtypes(self._flat_inputs(args, kwargs or {}), self.session)
         shapes = self._output_shapes(tensors) if self.session.on_cuda else None
         outs = self.session.run_torch(tensors, shapes)
         want = self.captured.outputs
@@ -226,12 +226,29 @@ def _target_provider(provider: str) -> str:
 
 
 def _fuse_for_provider(
-    onnx_model: onnx.ModelProto, provider: str, passes: Any, skip: Any, stats: list[dict]
+    onnx_model: onnx.ModelProto,
+    provider: str,
+    passes: Any,
+    skip: Any,
+    stats: list[dict],
+    runtime_ops: bool,
 ) -> None:
-    """The ``stage="onnx"`` pass ``fuse_activation``, when chosen, on the lowered model."""
+    """The ``stage="onnx"`` pass ``fuse_activation``, when chosen, on the lowered model; without
+    ``runtime_ops`` it holds back (the model stays standard ONNX) and its record says so."""
     from .passes import chooses
 
     if not chooses(passes, skip, "fuse_activation"):
+        return
+    if not runtime_ops:
+        stats.append(
+            {
+                "name": "fuse_activation",
+                "rounds": 0,
+                "modified": False,
+                "ms": 0.0,
+                "stats": {"miss:runtime_ops_off": 1},
+            }
+        )
         return
     from .export import fuse_activations
 
@@ -275,6 +292,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     passes: str | list[str] = "default",
     skip: list[str] | tuple[str, ...] = (),
     prune: float | dict[str, float] | None = None,
+    runtime_ops: bool = False,
 ) -> CompiledModel:
     """Capture ``model`` on the example inputs, lower it to ONNX and load it in onnxruntime.
 
@@ -290,9 +308,19 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     of conv/linear channels by L1 norm. ``verify="each-pass"`` also checks the graph in torch
     after every pass (PassError names the pass and the first diverging node). Per-pass stats
     land in ``report.passes``, their time in ``report.stages["passes"]``.
+    ``runtime_ops=True`` lets ``fuse_activation`` write onnxruntime's ``com.microsoft``
+    FusedConv/FusedGemm into ``onnx_model`` (and so into saved files and bundles); by default
+    the model is standard ONNX, which onnxruntime fuses the same way at session start.
     """
     if verify not in (True, False, "each-pass"):
         raise ValueError(f"verify must be True, False or 'each-pass', not {verify!r}")
+    if not runtime_ops and isinstance(passes, (list, tuple)) and "fuse_activation" in passes:
+        raise PassError(
+            "fuse_activation writes onnxruntime-only com.microsoft ops into the model",
+            hint="pass runtime_ops=True (CLI: fxonnx export --ort-ops) to ask for them, or "
+            "leave it out",
+        )
+    model, unwrapped = unwrap_parallel(model)
     pass_stats: list = []
     captured, onnx_model, stages, notes = _capture_and_lower(
         model,
@@ -310,10 +338,14 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         pass_stats=pass_stats,
     )
     target = _target_provider(provider)
-    _fuse_for_provider(onnx_model, target, passes, skip, pass_stats)
+    _fuse_for_provider(onnx_model, target, passes, skip, pass_stats, runtime_ops)
     t0 = time.perf_counter()
-    session = Session(onnx_model.SerializeToString(), provider=target)
+    onnx_model, kernel_notes = fit_kernels(onnx_model, target)
+    runnable, boundary = float32_boundary(onnx_model)
+    notes = [*notes, *kernel_notes, *([boundary] if boundary else [])]
+    session = Session(runnable.SerializeToString(), provider=target)
     stages["session"] = (time.perf_counter() - t0) * 1e3
+    notes = [unwrapped, *notes] if unwrapped else notes
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
     compiled = CompiledModel(captured, onnx_model, session, report)
     if verify:
@@ -349,6 +381,9 @@ def export(
 ) -> onnx.ModelProto:
     """Capture, optimize (``passes`` minus ``skip``, optional ``prune``; see ``compile``) and
     lower ``model`` to ONNX without running it; save to ``path`` when given."""
+    model, unwrapped = unwrap_parallel(model)
+    if unwrapped:
+        log.info("fxonnx: %s", unwrapped)
     _, onnx_model, _, notes = _capture_and_lower(
         model,
         args,

@@ -170,3 +170,20 @@ def test_import_fxonnx_does_not_import_torch(tmp_path) -> None:
     code = "import sys; sys.modules['torch'] = None; import fxonnx, fxonnx.runtime; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_saved_file_runs_in_the_onnx_reference_evaluator(tmp_path) -> None:  # noqa: ANN001
+    """What compile saves by default is standard ONNX: onnx's own reference evaluator runs it
+    and matches eager (Conv + Relu and Gemm + Relu would be FusedConv/FusedGemm otherwise)."""
+    from onnx.reference import ReferenceEvaluator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 5), nn.ReLU()
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    cm = fxonnx.compile(model, (x,), provider="cpu")
+    cm.save(tmp_path / "small.onnx")
+    ref = ReferenceEvaluator(str(tmp_path / "small.onnx"))
+    (got,) = ref.run(None, {cm.input_names[0]: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), model(x).detach(), rtol=1e-4, atol=1e-5)

@@ -129,7 +129,7 @@ class BundleModel:
         outs = self.run(arrays)
         if torch_in:
             torch = sys.modules["torch"]  # a tensor came in, so torch is already imported
-            outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in outs]
+            outs = [torch.from_numpy(np.asarray(o, order="C")) for o in outs]
         return Outputs(zip(self.output_names, outs, strict=True))
 
     def __repr__(self) -> str:

@@ -89,8 +89,8 @@ def resolve(tensors: Sequence[torch.Tensor], names: Sequence[str], spec: Any) ->
         if spec == "auto":
             return _auto(tensors)
         if spec == "all":
-            return [
-                {d: f"{_ident(n)}_dim{d}" for d in range(t.dim())}
+            return [  # an empty example dim stays static: a graph symbol is >= 1
+                {d: f"{_ident(n)}_dim{d}" for d in range(t.dim()) if t.shape[d] != 0}
                 for t, n in zip(tensors, names, strict=True)
             ]
         raise CaptureError(
@@ -117,8 +117,8 @@ def resolve(tensors: Sequence[torch.Tensor], names: Sequence[str], spec: Any) ->
 
 
 def _auto(tensors: Sequence[torch.Tensor]) -> list[PerInput]:
-    if not tensors or tensors[0].dim() == 0:
-        return [{} for _ in tensors]
+    if not tensors or tensors[0].dim() == 0 or tensors[0].shape[0] == 0:
+        return [{} for _ in tensors]  # an empty example batch stays static (symbols are >= 1)
     batch = tensors[0].shape[0]
     out: list[PerInput] = []
     for t in tensors:

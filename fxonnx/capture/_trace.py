@@ -30,6 +30,7 @@ from ._functionalize import functionalize_simple
 from ._recurrent import recurrent_as_whole_ops
 from ._signature import input_names, output_names, sanitize
 from ._symbolic import SymbolicInputs
+from ._transformer import eager_transformer_semantics
 from ._value_checks import without_value_checks
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class _Tracer:
             user = [symbolic.fake(t, d) for t, d in zip(self.tensors, self.per_input, strict=True)]
         fakes = [mode.from_tensor(t, static_shapes=True) for t in self.state.values()] + user
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
-        with config:
+        with config, eager_transformer_semantics():  # torch.nn code that reads values
             try:
                 with mode, torch.no_grad(), without_value_checks():
                     trace = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)

@@ -101,6 +101,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     add_provider(p)
     add_fallback(p)
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with eager")
+    p.add_argument(
+        "--ort-ops",
+        action="store_true",
+        help="let fuse_activation write onnxruntime's com.microsoft FusedConv/FusedGemm into the "
+        "file (default: standard ONNX only, which any runtime loads)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_pass_options(p)
     return p
@@ -116,6 +122,7 @@ def compile_loaded(
     fallback: str | None = None,
     passes: dict[str, Any] | None = None,
     dynamic: list[str] | None = None,
+    runtime_ops: bool = False,
 ) -> Any:
     """``fxonnx.compile`` with the CLI's options (raises VerificationError on a mismatch);
     ``passes``: --passes/--skip/--prune as ``pass_options`` returns them; ``dynamic``: the
@@ -133,6 +140,7 @@ def compile_loaded(
         verify=verify,
         **_dims_options(loaded, static, dynamic),
         fallback=fallback,
+        runtime_ops=runtime_ops,
         **(passes or {}),
     )
 
@@ -208,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
                 fallback=args.fallback,
                 passes=passes,
                 dynamic=args.dynamic,
+                runtime_ops=args.ort_ops,
             )
     except VerificationError as e:
         if args.json:

@@ -161,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
     con = stdout()
     con.print("default pipeline (in this order, repeated until nothing changes):")
     for i, name in enumerate(DEFAULT, 1):
-        after = "  (once, on the lowered model, for the CPU provider)" if _onnx(name) else ""
+        after = (
+            "  (with --ort-ops: once, on the lowered model, for the CPU provider)"
+            if _onnx(name)
+            else ""
+        )
         con.print(f"  {i:>2}  {name}{after}")
     opt_in = [r["name"] for r in rows if not r["default"]]
     if opt_in:

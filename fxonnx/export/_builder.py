@@ -62,7 +62,7 @@ class GraphBuilder:
     def const(self, tensor: torch.Tensor, hint: str = "const") -> str:
         """A constant as a (deduplicated) initializer of the root graph."""
         t = tensor.detach().cpu().contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.dim() else t.reshape(1).numpy().tobytes()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # bfloat16 has no numpy type
         key = (t.dtype, tuple(t.shape), hashlib.blake2b(raw, digest_size=16).digest())
         cache = self.root._const_cache
         if key not in cache:

@@ -1,6 +1,7 @@
 """fuse_activation: Conv/Gemm followed by its activation into onnxruntime's fused CPU kernels
 (FusedConv, FusedGemm). The rewrite works on the lowered ONNX model for the provider that
-``compile`` runs on (``fxonnx.export.fuse_activations``), so this entry holds only its name for
+``compile`` runs on (``fxonnx.export.fuse_activations``), only with ``compile(...,
+runtime_ops=True)`` (CLI ``--ort-ops``): by default files stay standard ONNX. This entry holds only its name for
 ``passes=``/``skip=`` and the listing, and has nothing to do on the ATen graph."""
 
 from __future__ import annotations

@@ -1,6 +1,16 @@
 """onnxruntime sessions: provider choice, input validation, torch/numpy I/O, CUDA I/O binding."""
 
+from ._kernels import as_session_dtypes, fit_kernels, float32_boundary
 from ._providers import cuda_status, resolve
 from ._session import IOSpec, Session, session_options
 
-__all__ = ["IOSpec", "Session", "cuda_status", "resolve", "session_options"]
+__all__ = [
+    "IOSpec",
+    "Session",
+    "as_session_dtypes",
+    "cuda_status",
+    "fit_kernels",
+    "float32_boundary",
+    "resolve",
+    "session_options",
+]

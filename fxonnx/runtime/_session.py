@@ -135,7 +135,7 @@ class Session:
     # -- running ---------------------------------------------------------------------------
     def run_numpy(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.validate(arrays)
-        feeds = {s.name: np.ascontiguousarray(a) for s, a in zip(self.inputs, arrays, strict=True)}
+        feeds = {s.name: np.asarray(a, order="C") for s, a in zip(self.inputs, arrays, strict=True)}
         try:
             return self._session.run(None, feeds)
         except Exception as e:

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from .._errors import ExportError
-from ..capture import Captured, TensorSpec
+from ..capture import Captured, TensorSpec, unwrap_parallel
 from ..export import DEFAULT_OPSET, lower, save_model
 from ._joint import Joint, trace_joint
 from ._optim import make_optimizer
@@ -108,6 +108,9 @@ def export_training(
 
     The model is traced in its current mode (call ``model.train()`` for batch statistics);
     dropout in training mode is refused. Only standard ONNX ops are used."""
+    model, unwrapped = unwrap_parallel(model)
+    if unwrapped:
+        log.info("fxonnx: %s", unwrapped)
     opt = make_optimizer(optimizer, **hyper)
     xs, ts = _as_tuple(inputs, "inputs"), _as_tuple(targets, "targets")
     joint = trace_joint(

@@ -33,6 +33,7 @@ from ..capture._dims import effective, from_batch_dims, resolve
 from ..capture._functionalize import _functional_twin, functionalize_simple
 from ..capture._recurrent import recurrent_decomposed
 from ..capture._symbolic import SymbolicInputs
+from ..capture._transformer import eager_transformer_semantics
 from ..capture._value_checks import without_value_checks
 from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
@@ -183,9 +184,18 @@ def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     try:
-        # the math attention is differentiated op by op (no fused backward kernels)
+        # the math attention is differentiated op by op (no fused backward kernels); without
+        # mkldnn, CPU LSTM/GRU training steps are cells per time step (mkldnn_rnn_layer has no
+        # ONNX form)
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
-        with config, mode, sdpa_kernel(SDPBackend.MATH), without_value_checks():
+        with (
+            config,
+            mode,
+            sdpa_kernel(SDPBackend.MATH),
+            without_value_checks(),
+            torch.backends.mkldnn.flags(enabled=False),
+            eager_transformer_semantics(),
+        ):
             gm = make_fx(fn)(*fakes)
     except ExportError:
         raise

@@ -89,7 +89,7 @@ class TrainingSession:
             want = self._dtypes.get(name)
             if want is not None and want != _onnx_type(arr.dtype):
                 raise InputError(f"{name!r} has dtype {arr.dtype}, the graph wants {want}")
-            feeds[name] = np.ascontiguousarray(arr)
+            feeds[name] = np.asarray(arr, order="C")
         return feeds
 
     def run(self, inputs: Any, targets: Any) -> dict[str, np.ndarray]:

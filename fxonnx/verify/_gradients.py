@@ -28,7 +28,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from ..capture import Captured, ConstantLeaf, capture
+from ..capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from ._compare import compare, tolerance
 from ._report import Check, Report
 
@@ -269,6 +269,7 @@ def check_gradients(
     if not isinstance(args, tuple):
         args = (args,)
     kwargs = dict(kwargs or {})
+    model, unwrapped = unwrap_parallel(model)
     t0 = time.perf_counter()
     grad_skip = list(skip)
     held_back = not bake_constants and chooses(passes, skip, "const_fold")
@@ -281,6 +282,8 @@ def check_gradients(
     t0 = time.perf_counter()
     checks = _grad_checks(m, a, k, captured, optimized, loss, seed, dtype)
     notes = [f"gradients of the graph after passes={passes!r} (eval mode) vs eager autograd"]
+    if unwrapped:
+        notes.insert(0, unwrapped)
     if held_back:
         notes.append(
             "const_fold held back for the graph gradients so that folded parameters stay "

@@ -36,7 +36,10 @@ def resize_inputs(args: tuple, kwargs: dict, sizes: Sequence[Sequence[int | None
         for dim, size in enumerate(target):
             if size is None or size == leaf.shape[dim]:
                 continue
-            index = torch.arange(size, device=leaf.device) % max(1, leaf.shape[dim])
+            if leaf.shape[dim] == 0:  # an empty example has no slices to reuse
+                leaf = _fresh_slices(leaf, dim, size)
+                continue
+            index = torch.arange(size, device=leaf.device) % leaf.shape[dim]
             leaf = leaf.index_select(dim, index)
             if leaf.dtype.is_floating_point and not scaled:
                 scaled = True
@@ -107,6 +110,17 @@ def second_sizes(symbols: Sequence[DimSymbol]) -> dict[str, int]:
                 chosen[sym.name] = value
                 break
     return chosen
+
+
+def _fresh_slices(leaf: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``size`` seeded random slices along ``dim`` (zeros for integer and bool inputs, valid
+    as ids)."""
+    shape = list(leaf.shape)
+    shape[dim] = size
+    if not leaf.dtype.is_floating_point:
+        return torch.zeros(shape, dtype=leaf.dtype, device=leaf.device)
+    rows = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=leaf.dtype)
+    return rows.to(leaf.device)
 
 
 def _eager(model: nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor]:

@@ -124,15 +124,15 @@ def test_inspect_conv_flops(tmp_path: Path, capsys) -> None:
 
 
 def test_inspect_counts_fused_conv_and_gemm_like_the_plain_ops(tmp_path: Path, capsys) -> None:
-    """fuse_activation writes onnxruntime's FusedConv/FusedGemm; ONNX shape inference does not
+    """--ort-ops writes onnxruntime's FusedConv/FusedGemm; ONNX shape inference does not
     know them, so the FLOP estimate must still see a Conv and a Gemm."""
     out = tmp_path / "cnn.onnx"
-    assert main(["export", "simple_cnn", "-o", str(out), "--provider", "cpu"]) == 0
+    assert main(["export", "simple_cnn", "-o", str(out), "--provider", "cpu", "--ort-ops"]) == 0
     ops = {n.op_type for n in onnx.load(out).graph.node}
     assert "FusedConv" in ops
     plain = tmp_path / "plain.onnx"
-    argv = ["export", "simple_cnn", "-o", str(plain), "--provider", "cpu"]
-    assert main([*argv, "--skip", "fuse_activation"]) == 0
+    assert main(["export", "simple_cnn", "-o", str(plain), "--provider", "cpu"]) == 0
+    assert "FusedConv" not in {n.op_type for n in onnx.load(plain).graph.node}
     capsys.readouterr()
     flops = []
     for path in (out, plain):
@@ -259,3 +259,17 @@ def test_bad_dynamic_specs_are_usage_errors(
     assert code != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_readme_main_job_writes_standard_onnx(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """`fxonnx export resnet18 -o resnet18.onnx --provider cpu` (the README's main job), and a
+    bundle: only standard-domain ops, so any ONNX runtime can load the files."""
+    out, bundle = tmp_path / "resnet18.onnx", tmp_path / "bundle"
+    argv = ["export", "resnet18", "-o", str(out), "--provider", "cpu", "--bundle", str(bundle)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    for path in (out, *bundle.rglob("*.onnx")):
+        model = onnx.load(path)
+        assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, path
+        assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}, path
+        assert "Conv" in {n.op_type for n in model.graph.node}

@@ -134,4 +134,7 @@ def test_passes_command(capsys) -> None:
     text = capsys.readouterr().out
     assert f"   1  {DEFAULT[0]}" in text and "opt-in" in text and "prune" in text
     assert "--prune R runs prune first" in text
-    assert "fuse_activation  (once, on the lowered model, for the CPU provider)" in text
+    assert (
+        "fuse_activation  (with --ort-ops: once, on the lowered model, for the CPU provider)"
+        in text
+    )

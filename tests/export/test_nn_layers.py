@@ -215,8 +215,6 @@ REFUSED: dict[str, tuple[Callable[[], nn.Module], Shape, type, str]] = {
         UnsupportedOpError,
         "fractional_max_pool2d",
     ),
-    "adaptive_avg_pool_uneven": (lambda: nn.AdaptiveAvgPool2d(4), (4, 6, 6), ExportError, "uneven"),
-    "adaptive_max_pool_uneven": (lambda: nn.AdaptiveMaxPool1d(4), (4, 10), ExportError, "uneven"),
 }
 
 

@@ -12,6 +12,7 @@ from pass_helpers import randn
 from torch import nn
 
 import fxonnx
+from fxonnx._errors import PassError
 from fxonnx.capture import capture
 from fxonnx.export import fuse_activations, lower
 from fxonnx.verify import compare
@@ -65,7 +66,8 @@ def _stats(cm: fxonnx.CompiledModel) -> dict | None:
 def test_fuses_and_matches_eager(module: nn.Module, shape: tuple, fused_op: str, act: str) -> None:
     torch.manual_seed(0)
     make = randn(*shape)
-    cm = fxonnx.compile(module.eval(), make(2), provider="cpu")  # verified at batch 2 and 1
+    # verified at batch 2 and 1
+    cm = fxonnx.compile(module.eval(), make(2), provider="cpu", runtime_ops=True)
     (node,) = cm.onnx_model.graph.node
     assert (node.domain, node.op_type) == ("com.microsoft", fused_op)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -77,16 +79,24 @@ def test_fuses_and_matches_eager(module: nn.Module, shape: tuple, fused_op: str,
     assert check.ok, check
 
 
-def test_skip_none_and_export_leave_the_model_portable() -> None:
+def test_default_skip_none_and_export_leave_the_model_portable() -> None:
     module, make = ConvAct(nn.ReLU()).eval(), randn(3, 7, 7)
-    for kw in ({"skip": ["fuse_activation"]}, {"passes": "none"}):
+    for kw in ({}, {"skip": ["fuse_activation"], "runtime_ops": True}, {"passes": "none"}):
         cm = fxonnx.compile(module, make(2), provider="cpu", **kw)
         assert [n.op_type for n in cm.onnx_model.graph.node] == ["Conv", "Relu"]
-        assert _stats(cm) is None
+        assert _stats(cm) == ({"miss:runtime_ops_off": 1} if not kw else None)
     exported = fxonnx.export(module, make(2))
     assert [n.op_type for n in exported.graph.node] == ["Conv", "Relu"]
-    chosen = fxonnx.compile(module, make(2), provider="cpu", passes=["fuse_activation"])
+    chosen = fxonnx.compile(
+        module, make(2), provider="cpu", passes=["fuse_activation"], runtime_ops=True
+    )
     assert [n.op_type for n in chosen.onnx_model.graph.node] == ["FusedConv"]
+
+
+def test_naming_fuse_activation_without_runtime_ops_is_refused() -> None:
+    module, make = ConvAct(nn.ReLU()).eval(), randn(3, 7, 7)
+    with pytest.raises(PassError, match="runtime_ops=True"):
+        fxonnx.compile(module, make(2), provider="cpu", passes=["fuse_activation"])
 
 
 class TwoOutputs(nn.Module):

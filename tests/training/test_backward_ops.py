@@ -284,3 +284,84 @@ def test_select_and_slice_backward() -> None:
     g = rnd(3, 5, seed=1)
     assert_matches(lambda g: aten.select_backward(g, [3, 4, 5], 1, -1), g)
     assert_matches(lambda g: aten.slice_backward(g, [3, 7, 5], 1, 2, 9, 1), rnd(3, 5, 5, seed=2))
+
+
+# -- issue 11: segmentation losses, transposed convolutions, resampling --------------------
+@pytest.mark.parametrize("reduction", [0, 1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss2d(reduction: int, weighted: bool) -> None:
+    x = rnd(2, 4, 3, 5, seed=1).log_softmax(1)
+    t = torch.randint(0, 4, (2, 3, 5), generator=torch.Generator().manual_seed(2))
+    t[0, 1, 2] = -100
+    w = rnd(4, seed=3).abs() + 0.5 if weighted else None
+
+    def both(x: torch.Tensor, t: torch.Tensor, *w: torch.Tensor) -> tuple:
+        weight = w[0] if w else None
+        out, total = aten.nll_loss2d_forward(x, t, weight, reduction, -100)
+        g = torch.ones_like(out) * 1.5
+        return out, aten.nll_loss2d_backward(g, x, t, weight, reduction, -100, total)
+
+    assert_matches(both, x, t, *((w,) if w is not None else ()))
+
+
+TRANSPOSED = {
+    "plain": dict(cin=3, cout=4, k=3, stride=1, pad=0, out_pad=0, dil=1, groups=1, size=5),
+    "strided": dict(cin=4, cout=2, k=2, stride=2, pad=0, out_pad=0, dil=1, groups=1, size=4),
+    "padded_out_pad": dict(cin=2, cout=3, k=3, stride=2, pad=1, out_pad=1, dil=1, groups=1, size=5),
+    "grouped_dilated": dict(
+        cin=4, cout=6, k=3, stride=1, pad=1, out_pad=0, dil=2, groups=2, size=6
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRANSPOSED))
+def test_transposed_convolution_backward(case: str) -> None:
+    c = TRANSPOSED[case]
+    f32 = torch.float32
+    x = rnd(2, c["cin"], c["size"], c["size"], seed=1, dtype=f32)
+    w = rnd(c["cin"], c["cout"] // c["groups"], c["k"], c["k"], seed=2, dtype=f32)
+    hyper = ([c["stride"]] * 2, [c["pad"]] * 2, [c["dil"]] * 2, True, [c["out_pad"]] * 2)
+    y = aten.convolution(x, w, None, *hyper, c["groups"])
+    g = rnd(*y.shape, seed=3, dtype=f32)
+
+    def fn(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> tuple:
+        return aten.convolution_backward(
+            g, x, w, [c["cout"]], *hyper, c["groups"], [True, True, True]
+        )
+
+    assert_matches(fn, g, x, w, rtol=2e-6)
+
+
+UPSAMPLE = {
+    "bilinear": (aten.upsample_bilinear2d_backward, (2, 3, 4, 5), [8, 10], [False, None, None]),
+    "bilinear_corners": (
+        aten.upsample_bilinear2d_backward,
+        (2, 3, 4, 5),
+        [7, 9],
+        [True, None, None],
+    ),
+    "bilinear_down": (aten.upsample_bilinear2d_backward, (1, 2, 8, 6), [3, 4], [False, None, None]),
+    "bicubic": (aten.upsample_bicubic2d_backward, (1, 2, 4, 5), [8, 7], [False, None, None]),
+    "nearest2d": (aten.upsample_nearest2d_backward, (2, 3, 4, 5), [8, 15], [None, None]),
+    "nearest_exact2d": (
+        aten._upsample_nearest_exact2d_backward,
+        (1, 2, 5, 4),
+        [7, 9],
+        [None, None],
+    ),
+    "linear1d": (aten.upsample_linear1d_backward, (2, 3, 6), [13], [False, None]),
+    "nearest1d": (aten.upsample_nearest1d_backward, (2, 3, 6), [12], [None]),
+    "trilinear": (
+        aten.upsample_trilinear3d_backward,
+        (1, 2, 3, 4, 5),
+        [6, 5, 8],
+        [False] + [None] * 3,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UPSAMPLE))
+def test_upsample_backward(case: str) -> None:
+    op, size, out, extra = UPSAMPLE[case]
+    g = rnd(*size[:2], *out, seed=4)
+    assert_matches(lambda g: op(g, out, list(size), *extra), g)

@@ -14,7 +14,7 @@ from training_helpers import RTOL, assert_step_matches, step_errors
 
 import fxonnx
 from fxonnx import ExportError
-from fxonnx.models import get
+from fxonnx.models import get, info, names
 from fxonnx.training import TrainingSession
 
 
@@ -27,9 +27,17 @@ def _no_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def _loss(out: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
-    if isinstance(out, tuple):
-        out = out[0]
+def _first(out: torch.Tensor | tuple | dict) -> torch.Tensor:
+    """The main output: the first of a tuple (RNN output, state), the last of a dict."""
+    if isinstance(out, dict):
+        return list(out.values())[-1]  # bert: the pooled output reads every parameter
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _loss(out: torch.Tensor | tuple | dict, target: torch.Tensor) -> torch.Tensor:
+    out = _first(out)
+    if out.dim() == 4:  # segmentation: classes along dim 1, one target per pixel
+        return F.cross_entropy(out, target)
     if out.dim() == 3:
         out, target = out.reshape(-1, out.shape[-1]), target.reshape(-1)
     if target.dtype == torch.int64:
@@ -39,9 +47,10 @@ def _loss(out: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
 
 def _target(model: nn.Module, inputs: tuple, seed: int) -> torch.Tensor:
     with torch.no_grad():
-        out = copy.deepcopy(model).eval()(*inputs)
-    out = out[0] if isinstance(out, tuple) else out
+        out = _first(copy.deepcopy(model).eval()(*inputs))
     g = torch.Generator().manual_seed(seed)
+    if out.dim() == 4:
+        return torch.randint(0, out.shape[1], (out.shape[0], *out.shape[2:]), generator=g)
     if out.shape[-1] > 1:
         return torch.randint(0, out.shape[-1], out.shape[:-1], generator=g)
     return torch.randn(out.shape, generator=g)
@@ -52,7 +61,8 @@ def _check_zoo(name: str, batches: tuple[int, int], tmp_path) -> None:  # noqa: 
     model = _no_dropout(model.train())
     target = _target(model, inputs, 0)
     path = tmp_path / f"{name}.onnx"
-    fxonnx.export_training(model, _loss, tuple(inputs), target, path)
+    batch_dims = info(name).batch_dims  # seq-first models carry the batch in dim 1
+    fxonnx.export_training(model, _loss, tuple(inputs), target, path, batch_dims=batch_dims)
     session = TrainingSession(path)
     for batch in batches:
         _, xs = get(name, batch=batch)
@@ -64,12 +74,33 @@ def test_zoo_step(name: str, tmp_path) -> None:  # noqa: ANN001
     _check_zoo(name, (4, 3), tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", ["mnist_cnn", "resnet18", "mobilenet_v2", "transformer_encoder", "gru_lm"]
+# unet_small's train-mode float32 forward is off float64 by up to 7e-6 before its ReLUs (eager
+# too). At batches 2 and 3 the zoo input puts a ReLU input 1.9e-8 and 2.7e-6 from the kink
+# (float64): a float32 step may take either side there, and the gradient jumps (eager fp32 in
+# channels_last misses float64 by 3.5e-4 at batch 2 itself). Checked where no such ReLU flips:
+# batches 4 and 5 (measured 1.9e-7 of max|g|, eager fp32 5.2e-7).
+_ZOO_BATCHES = {"unet_small": (4, 5)}
+
+
+_STATIC_BATCH = pytest.mark.xfail(
+    strict=True,
+    reason="under symbolic shapes the unet_small training trace fixes the batch (nn.Upsample "
+    "bilinear in the joint graph: a one-layer Conv2d + Upsample model shows it too); "
+    "export_training raises CaptureError with batch_dims given",
 )
+_ZOO = [
+    pytest.param(n, marks=_STATIC_BATCH) if n == "unet_small" else n
+    for n in names()
+    if n not in ("mlp", "lenet_cifar")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _ZOO)
 def test_zoo_step_slow(name: str, tmp_path) -> None:  # noqa: ANN001
-    _check_zoo(name, (2, 3), tmp_path)
+    """Every zoo model (all are trainable): one step from one export matches eager at two
+    batch sizes."""
+    _check_zoo(name, _ZOO_BATCHES.get(name, (2, 3)), tmp_path)
 
 
 def test_graph_signature(tmp_path) -> None:  # noqa: ANN001
@@ -191,3 +222,57 @@ def test_bad_optimizer_arguments() -> None:
         fxonnx.export_training(model, _loss, x, t, optimizer="sgd", betas=(0.9, 0.99))
     with pytest.raises(ExportError, match="scalar"):
         fxonnx.export_training(model, lambda o, t: (o - t) ** 2, x, t)
+
+
+def test_data_parallel_model_step_matches_eager(tmp_path) -> None:  # noqa: ANN001
+    """export_training unwraps nn.DataParallel: the step is the inner model's, by its names."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, t = torch.randn(4, 4), torch.tensor([0, 2, 1, 0])
+    fxonnx.export_training(nn.DataParallel(net), F.cross_entropy, (x,), (t,), tmp_path / "dp.onnx")
+    session = TrainingSession(tmp_path / "dp.onnx")
+    assert "grad.0.weight" in session.signature["grads"]
+    assert_step_matches(session, net, F.cross_entropy, (x,), (t,))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_step_matches_eager(bidirectional: bool, tmp_path) -> None:  # noqa: ANN001
+    """The CPU LSTM training path (aten.mkldnn_rnn_layer) is traced without mkldnn: cells per
+    time step, each with ONNX-lowerable derivatives."""
+    torch.manual_seed(0)
+    model = nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=bidirectional)
+
+    def loss_fn(out: tuple, t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out[0], t)
+
+    x, t = torch.randn(3, 6, 4), torch.randn(3, 6, 10 if bidirectional else 5)
+    fxonnx.export_training(model, loss_fn, (x,), (t,), tmp_path / "lstm.onnx")
+    session = TrainingSession(tmp_path / "lstm.onnx")
+    assert_step_matches(session, model, loss_fn, (x,), (t,))
+    x2, t2 = torch.randn(2, 6, 4), torch.randn(2, 6, 10 if bidirectional else 5)
+    assert_step_matches(session, model, loss_fn, (x2,), (t2,))
+
+
+class DropFirstRow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        return y[1:] - y[:-1]  # slices along the dynamic batch: slice_backward with SymInts
+
+
+def test_slice_gradient_along_a_dynamic_dim(tmp_path) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = DropFirstRow()
+
+    def loss_fn(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, t[1:])
+
+    x, t = torch.randn(5, 4), torch.randn(5, 3)
+    fxonnx.export_training(model, loss_fn, (x,), (t,), tmp_path / "slice.onnx")
+    session = TrainingSession(tmp_path / "slice.onnx")
+    for batch in (5, 3):
+        xb, tb = torch.randn(batch, 4), torch.randn(batch, 3)
+        assert_step_matches(session, model, loss_fn, (xb,), (tb,))

@@ -87,6 +87,8 @@ def prelu(ctx: LowerCtx) -> Value:
     rank, slopes = ctx.rank(x), ctx.value(w)
     if rank >= 2 and ctx.rank(w) == 1 and ctx.static_shape(w)[0] != 1:
         slopes = ctx.emit("Reshape", slopes, ctx.const([-1] + [1] * (rank - 2), torch.int64))
+    elif rank == 0:  # a (1,) slope would broadcast a 0-d input up to (1,)
+        slopes = ctx.emit("Reshape", slopes, ctx.const([], torch.int64))
     return ctx.emit("PRelu", ctx.value(x), slopes)
 
 

@@ -196,7 +196,7 @@ class _Nll:
         if weight is not None:
             w = ctx.emit("Mul", w, ctx.emit("Gather", ctx.value(weight), self.target, axis=0))
         self.weight = w
-        self.total = _sum(ctx, w, [0], keepdims=0)
+        self.total = ctx.emit("ReduceSum", w, keepdims=0)  # over every dim: (N,) or (N, *d)
 
 
 @lowers(aten.nll_loss_forward.default)
@@ -215,7 +215,7 @@ def nll_loss_forward(ctx: LowerCtx) -> list[Value]:
     if reduction == 0:
         out = ctx.emit("Squeeze", losses, _i64(ctx, [0])) if nll.unbatched else losses
         return [out, ctx.const(0.0, nll.dtype)]
-    total = _sum(ctx, losses, [0], keepdims=0)
+    total = ctx.emit("ReduceSum", losses, keepdims=0)
     if reduction == 1:
         total = ctx.emit("Div", total, nll.total)
     return [total, nll.total]
@@ -264,12 +264,15 @@ def convolution_backward(ctx: LowerCtx) -> list[Value | None]:
     grad_input: the transposed convolution of grad_output with the same weight (output
     padding restores the input size floor-division dropped). grad_weight: input patches
     (im2col as a one-hot depthwise convolution) times grad_output, one matrix product per
-    group (see ``_conv_weight_grad``). grad_bias: grad_output summed."""
+    group (see ``_conv_weight_grad``). grad_bias: grad_output summed. A transposed convolution
+    is the adjoint of the convolution with the same weight, <convT(x, w), g> = <x, conv(g, w)>:
+    its grad_input is conv(g, w), its grad_weight the convolution's with input and grad_output
+    swapped."""
     g, x, w = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     stride, padding, dilation, transposed = ctx.arg(4), ctx.arg(5), ctx.arg(6), ctx.arg(7)
     groups, mask = int(ctx.arg(9)), _mask(ctx, 10)
     if transposed:
-        raise ExportError(f"{ctx.node.name}: gradients of transposed convolutions")
+        return _conv_transpose_backward(ctx, g, x, w, stride, padding, dilation, groups, mask)
     n = ctx.rank(w) - 2
     stride, padding, dilation = _n(stride, n), _n(padding, n), _n(dilation, n)
     x_shape, g_shape, w_shape = ctx.static_shape(x), ctx.static_shape(g), ctx.static_shape(w)
@@ -297,6 +300,44 @@ def convolution_backward(ctx: LowerCtx) -> list[Value | None]:
     if mask[1]:
         results[1] = _conv_weight_grad(
             ctx, g, x, w, kernel, stride, padding, dilation, groups, out_spatial
+        )
+    if mask[2]:
+        results[2] = _sum(ctx, ctx.value(g), [0] + list(range(2, 2 + n)), keepdims=0)
+    return results
+
+
+def _conv_transpose_backward(
+    ctx: LowerCtx,
+    g: Any,
+    x: Any,
+    w: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
+    mask: list[bool],
+) -> list[Value | None]:
+    n = ctx.rank(w) - 2
+    stride, padding, dilation = _n(stride, n), _n(padding, n), _n(dilation, n)
+    x_shape, g_shape = ctx.static_shape(x), ctx.static_shape(g)
+    spatial, out_spatial = list(x_shape[2:]), list(g_shape[2:])
+    if None in spatial or None in out_spatial or g_shape[1] is None:
+        raise ExportError(f"{ctx.node.name}: convolution gradient over dynamic spatial dims")
+    results: list[Value | None] = [None, None, None]
+    if mask[0]:
+        results[0] = ctx.emit(
+            "Conv",
+            ctx.value(g),
+            ctx.value(w),
+            strides=stride,
+            pads=padding + padding,
+            dilations=dilation,
+            group=groups,
+        )
+    if mask[1]:
+        kernel = list(ctx.static_shape(w)[2:])
+        results[1] = _conv_weight_grad(
+            ctx, x, g, w, kernel, stride, padding, dilation, groups, spatial
         )
     if mask[2]:
         results[2] = _sum(ctx, ctx.value(g), [0] + list(range(2, 2 + n)), keepdims=0)
@@ -433,6 +474,70 @@ def adaptive_avg_pool_backward(ctx: LowerCtx) -> Value:
     if all(o == 1 for o in out):
         return ctx.emit("Expand", scaled, ctx.shape_of(x))
     return _spread(ctx, scaled, x, kernel, kernel, [0] * len(kernel))
+
+
+# -- resampling ---------------------------------------------------------------------------
+_UPSAMPLE = (
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d",
+    "upsample_linear1d",
+    "upsample_bilinear2d",
+    "upsample_bicubic2d",
+    "upsample_trilinear3d",
+)
+
+
+def _resample_matrix(forward: Any, args: list, size: list[int], axis: int) -> torch.Tensor:
+    """(out, in) weights of the resampling along spatial ``axis``: the forward op applied to
+    one basis plane per input position (ones along the other axes, whose weights sum to 1)."""
+    n = size[axis]
+    basis = torch.zeros(n, 1, *size, dtype=torch.float64)
+    index = [slice(None)] * basis.dim()
+    for m in range(n):
+        index[0], index[2 + axis] = m, m
+        basis[tuple(index)] = 1.0
+    out = forward(basis, *args)[:, 0]
+    pick = [0] * len(size)
+    pick[axis] = slice(None)
+    return out[(slice(None), *pick)].T.contiguous()
+
+
+def _along(ctx: LowerCtx, x: Value, weights: torch.Tensor, axis: int, rank: int) -> Value:
+    """x contracted with ``weights`` (out, in) along ``axis``: the transposed resampling."""
+    w = ctx.const(weights)
+    if axis == rank - 1:
+        return ctx.emit("MatMul", x, w)
+    if axis == rank - 2:
+        return ctx.emit("MatMul", ctx.const(weights.T.contiguous()), x)
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    moved = ctx.emit("MatMul", ctx.emit("Transpose", x, perm=perm), w)
+    return ctx.emit("Transpose", moved, perm=perm)
+
+
+@lowers(*(getattr(aten, f"{name}_backward").default for name in _UPSAMPLE))
+def upsample_backward(ctx: LowerCtx) -> Value:
+    """upsample_bilinear2d_backward(Tensor grad_output, SymInt[2] output_size, SymInt[4]
+    input_size, bool align_corners, float? scales_h=None, float? scales_w=None) and the other
+    nearest/linear/cubic modes: the resampling is separable and linear, out = A_h x A_w^T per
+    plane, so grad_in = A_h^T g A_w, the matrices from torch's own forward op (static sizes)."""
+    name = ctx.node.target.overloadpacket.__name__.removesuffix("_backward")
+    out_size, in_size = list(ctx.arg(1)), list(ctx.arg(2))
+    size = in_size[2:]
+    if not all(isinstance(s, int) for s in [*size, *out_size]):
+        raise ExportError(f"{ctx.node.name}: resampling gradient over a dynamic spatial size")
+    forward = getattr(aten, name).default
+    extra = list(ctx.node.args[3:])
+    rank, dtype = len(in_size), ctx.out_dtype
+    g = ctx.input(0)
+    for axis in range(len(size)):
+        weights = _resample_matrix(forward, [out_size, *extra], size, axis)
+        g = _along(ctx, g, weights.to(dtype), 2 + axis, rank)
+    return g
 
 
 # -- normalisation ------------------------------------------------------------------------

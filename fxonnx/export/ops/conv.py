@@ -57,6 +57,18 @@ def emit_conv(
     return ctx.emit("Conv", x, ctx.value(w), bias, **attrs)
 
 
+def _batched(ctx: LowerCtx) -> tuple[Value, bool]:
+    """Input 0 with a leading batch dim of 1 when it is unbatched (one dim below the weight)."""
+    x = ctx.input(0)
+    if ctx.rank(ctx.arg(0)) != ctx.rank(ctx.arg(1)) - 1:
+        return x, False
+    return ctx.emit("Unsqueeze", x, ctx.const([0], torch.int64)), True
+
+
+def _unbatched(ctx: LowerCtx, y: Value, unbatched: bool) -> Value:
+    return ctx.emit("Squeeze", y, ctx.const([0], torch.int64)) if unbatched else y
+
+
 @lowers(
     aten.conv1d.default,
     aten.conv2d.default,
@@ -68,10 +80,7 @@ def emit_conv(
 def conv(ctx: LowerCtx) -> Value:
     """conv2d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1,
     SymInt[2] padding=0, SymInt[2] dilation=1, SymInt groups=1) -> Tensor"""
-    x = ctx.input(0)
-    unbatched = ctx.rank(ctx.arg(0)) == ctx.rank(ctx.arg(1)) - 1
-    if unbatched:
-        x = ctx.emit("Unsqueeze", x, ctx.const([0], torch.int64))
+    x, unbatched = _batched(ctx)
     y = emit_conv(
         ctx,
         x,
@@ -82,16 +91,17 @@ def conv(ctx: LowerCtx) -> Value:
         dilation=ctx.arg(5),
         groups=ctx.arg(6),
     )
-    return ctx.emit("Squeeze", y, ctx.const([0], torch.int64)) if unbatched else y
+    return _unbatched(ctx, y, unbatched)
 
 
 @lowers(aten.conv_transpose1d.default, aten.conv_transpose2d.input, aten.conv_transpose3d.input)
 def conv_transpose(ctx: LowerCtx) -> Value:
     """conv_transpose2d(Tensor input, Tensor weight, Tensor? bias=None, SymInt[2] stride=1,
     SymInt[2] padding=0, SymInt[2] output_padding=0, SymInt groups=1, SymInt[2] dilation=1)"""
-    return emit_conv(
+    x, unbatched = _batched(ctx)
+    y = emit_conv(
         ctx,
-        ctx.input(0),
+        x,
         ctx.arg(1),
         ctx.arg(2),
         stride=ctx.arg(3),
@@ -101,6 +111,7 @@ def conv_transpose(ctx: LowerCtx) -> Value:
         dilation=ctx.arg(7),
         transposed=True,
     )
+    return _unbatched(ctx, y, unbatched)
 
 
 @lowers(aten.convolution.default, aten._convolution.default)

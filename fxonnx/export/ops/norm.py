@@ -1,4 +1,4 @@
-"""Normalisations: batch (inference), layer, RMS, group, instance."""
+"""Normalisations: batch (running or batch statistics), layer, RMS, group, instance."""
 
 from __future__ import annotations
 
@@ -33,12 +33,34 @@ def _batch_norm(ctx: LowerCtx, x, weight, bias, mean, var, eps: float) -> Value:
     )
 
 
+def _moments_norm(ctx: LowerCtx, x, weight, bias, axes: list[int], eps: float) -> Value:  # noqa: ANN001
+    """(x - mean) / sqrt(var + eps) with the biased variance over ``axes``, then the
+    per-channel (dim 1) affine; the channel count may be dynamic."""
+    rank, dtype = ctx.rank(x), ctx.dtype(x)
+    over = ctx.const(axes, torch.int64)
+    mean = ctx.emit("ReduceMean", ctx.value(x), over, keepdims=1)
+    centered = ctx.emit("Sub", ctx.value(x), mean)
+    var = ctx.emit("ReduceMean", ctx.emit("Mul", centered, centered), over, keepdims=1)
+    y = ctx.emit("Div", centered, ctx.emit("Sqrt", ctx.emit("Add", var, ctx.const(eps, dtype))))
+    per_channel = ctx.const([-1] + [1] * (rank - 2), torch.int64)
+    if weight is not None:
+        y = ctx.emit("Mul", y, ctx.emit("Reshape", ctx.value(weight), per_channel))
+    if bias is not None:
+        y = ctx.emit("Add", y, ctx.emit("Reshape", ctx.value(bias), per_channel))
+    return y
+
+
 @lowers(aten.batch_norm.default)
 def batch_norm(ctx: LowerCtx) -> Value:
     """batch_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? running_mean,
-    Tensor? running_var, bool training, float momentum, float eps, bool cudnn_enabled)"""
+    Tensor? running_var, bool training, float momentum, float eps, bool cudnn_enabled).
+    Without running statistics (track_running_stats=False) torch normalises with the batch
+    statistics in eval mode too: mean and biased variance over every dim but the channels."""
     x, w, b, mean, var, training, _momentum, eps = (ctx.arg(i) for i in range(8))
-    if training or mean is None:
+    if mean is None and var is None:
+        axes = [0, *range(2, ctx.rank(x))]
+        return _moments_norm(ctx, x, w, b, axes, eps)
+    if training:
         raise ExportError(
             f"{ctx.node.name}: batch norm in training mode (batch statistics) is not an inference op",
             hint="call model.eval(); for training graphs use fxonnx.export_training",
@@ -149,8 +171,8 @@ def instance_norm(ctx: LowerCtx) -> Value:
     if not use_input_stats:
         return _batch_norm(ctx, x, w, b, mean, var, eps)
     channels = ctx.static_shape(x)[1]
-    if channels is None:
-        raise ExportError(f"{ctx.node.name}: instance norm needs a static channel count")
+    if channels is None:  # InstanceNormalization wants (C,) scales: write the math out
+        return _moments_norm(ctx, x, w, b, list(range(2, ctx.rank(x))), eps)
     dtype = ctx.dtype(x)
     return ctx.emit(
         "InstanceNormalization",

@@ -1,4 +1,7 @@
-"""Pooling: max (with indices), average, adaptive (where the output divides the input evenly).
+"""Pooling: max (with indices), average, adaptive (even windows as one pooling op, uneven ones
+as torch's windows sliced and reduced one axis at a time).
+
+Unbatched inputs (C, *spatial) get a batch dim of 1 around the ONNX op, which wants (N, C, ...).
 
 ceil_mode never reaches ONNX: the extra windows it allows become explicit end padding, sized
 from the traced output shape. (ONNX shape inference and onnxruntime disagree on ceil_mode
@@ -68,9 +71,9 @@ class _Window:
         """onnxruntime wants pads below the kernel size; past that, pad the input itself."""
         return any(p + e >= k for p, e, k in zip(self.pad, self.extra, self.kernel, strict=True))
 
-    def apply(self, ctx: LowerCtx, fill: float) -> tuple[Value, dict[str, Any]]:
-        """The input (padded at the end when ``prepad``) and the ONNX pooling attributes."""
-        x, ends = ctx.input(0), [p + e for p, e in zip(self.pad, self.extra, strict=True)]
+    def apply(self, ctx: LowerCtx, x: Value, fill: float) -> tuple[Value, dict[str, Any]]:
+        """``x`` (padded at the end when ``prepad``) and the ONNX pooling attributes."""
+        ends = [p + e for p, e in zip(self.pad, self.extra, strict=True)]
         if self.prepad:
             n = len(self.kernel)
             axes = ctx.const(list(range(-n, 0)), torch.int64)
@@ -108,16 +111,34 @@ def _dims(ctx: LowerCtx) -> int:
     return int(name.split("pool")[1][0])
 
 
+def _batched(ctx: LowerCtx, n: int) -> tuple[Value, bool]:
+    """Input 0 with a leading batch dim of 1 when it is unbatched (rank n + 1)."""
+    x = ctx.input(0)
+    if ctx.rank(ctx.arg(0)) != n + 1:
+        return x, False
+    return ctx.emit("Unsqueeze", x, ctx.const([0], torch.int64)), True
+
+
+def _unbatched(ctx: LowerCtx, y: Any, unbatched: bool) -> Any:
+    """Drop the batch dim ``_batched`` added, from one value or each of a list (None stays)."""
+    if not unbatched:
+        return y
+    zero = ctx.const([0], torch.int64)
+    if isinstance(y, list):
+        return [None if v is None else ctx.emit("Squeeze", v, zero) for v in y]
+    return ctx.emit("Squeeze", y, zero)
+
+
 def _plane_indices(ctx: LowerCtx, indices: Value, spatial: list[int]) -> Value:
     """ONNX MaxPool indices count over the whole (N, C, *spatial) tensor; torch's over one
     plane, which is the remainder modulo the plane size."""
     return ctx.emit("Mod", indices, ctx.const(math.prod(spatial), torch.int64))
 
 
-def _max_pool(ctx: LowerCtx, window: _Window, with_indices: bool) -> Any:
+def _max_pool(ctx: LowerCtx, x: Value, window: _Window, with_indices: bool) -> Any:
     dtype = ctx.out_dtype
     lowest = torch.finfo(dtype).min if dtype.is_floating_point else torch.iinfo(dtype).min
-    x, attrs = window.apply(ctx, -math.inf if dtype.is_floating_point else lowest)
+    x, attrs = window.apply(ctx, x, -math.inf if dtype.is_floating_point else lowest)
     attrs["dilations"] = window.dilation
     if not with_indices:
         return ctx.emit("MaxPool", x, **attrs)
@@ -139,7 +160,9 @@ def max_pool(ctx: LowerCtx) -> Any:
     int[2] dilation=1, bool ceil_mode=False) -> Tensor; *_with_indices -> (Tensor, Tensor)"""
     n = _dims(ctx)
     window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(4), bool(ctx.arg(5)))
-    return _max_pool(ctx, window, "with_indices" in ctx.node.target.overloadpacket.__name__)
+    x, unbatched = _batched(ctx, n)
+    with_indices = "with_indices" in ctx.node.target.overloadpacket.__name__
+    return _unbatched(ctx, _max_pool(ctx, x, window, with_indices), unbatched)
 
 
 @lowers(aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default)
@@ -151,29 +174,56 @@ def avg_pool(ctx: LowerCtx) -> Value:
     include_pad = ctx.arg(5) if ctx.arg(5) is not None else True
     divisor = ctx.arg(6) if n > 1 else None
     plain = divisor is None and not any(window.extra)
-    x, attrs = window.apply(ctx, 0.0)
+    x, unbatched = _batched(ctx, n)
+    x, attrs = window.apply(ctx, x, 0.0)
     y = ctx.emit("AveragePool", x, count_include_pad=int(bool(include_pad) or not plain), **attrs)
-    if plain:
-        return y
-    # y is the window sum / kernel size; torch divides the sum by divisor_override, or by the
-    # window clipped to the (padded) input
-    dtype = ctx.out_dtype
-    if divisor is not None:
-        return ctx.emit("Mul", y, ctx.const(math.prod(window.kernel) / divisor, dtype))
-    scale = math.prod(window.kernel) / window.divisors(include_pad=bool(include_pad))
-    return ctx.emit("Mul", y, ctx.const(scale.to(dtype)))
+    if not plain:
+        # y is the window sum / kernel size; torch divides the sum by divisor_override, or by
+        # the window clipped to the (padded) input
+        dtype = ctx.out_dtype
+        if divisor is not None:
+            y = ctx.emit("Mul", y, ctx.const(math.prod(window.kernel) / divisor, dtype))
+        else:
+            scale = math.prod(window.kernel) / window.divisors(include_pad=bool(include_pad))
+            y = ctx.emit("Mul", y, ctx.const(scale.to(dtype)))
+    return _unbatched(ctx, y, unbatched)
 
 
-def _adaptive_kernel(ctx: LowerCtx) -> tuple[list[int], list[int]]:
-    x = ctx.arg(0)
+def _adaptive_spatial(ctx: LowerCtx) -> tuple[list[int], list[int]]:
     out_size = list(ctx.arg(1))
-    spatial = list(ctx.static_shape(x)[-len(out_size) :])
-    if any(s is None or o is None or s % o for s, o in zip(spatial, out_size, strict=True)):
+    spatial = list(ctx.static_shape(ctx.arg(0))[-len(out_size) :])
+    if any(s is None or not isinstance(o, int) for s, o in zip(spatial, out_size, strict=True)):
         raise ExportError(
-            f"{ctx.node.name}: adaptive pooling from {spatial} to {out_size} has uneven windows",
-            hint="choose an output size that divides the input size",
+            f"{ctx.node.name}: adaptive pooling over a dynamic spatial dim {spatial}",
+            hint="export with static spatial sizes (only the batch can be dynamic here)",
         )
-    return [s // o for s, o in zip(spatial, out_size, strict=True)], spatial
+    return spatial, out_size
+
+
+def _even(spatial: list[int], out_size: list[int]) -> bool:
+    return all(s % o == 0 for s, o in zip(spatial, out_size, strict=True))
+
+
+def _adaptive_windows(
+    ctx: LowerCtx, x: Value, op: str, spatial: list[int], out: list[int]
+) -> Value:
+    """torch's adaptive windows, one axis at a time (a box mean or max is separable): output i of
+    an axis of length L reduces [floor(i * L / out), ceil((i + 1) * L / out)). ``x`` is
+    (N, C, *spatial)."""
+    for axis, (length, o) in enumerate(zip(spatial, out, strict=True), start=2):
+        pieces = []
+        for i in range(o):
+            start, end = (i * length) // o, -((-(i + 1) * length) // o)
+            piece = ctx.emit(
+                "Slice",
+                x,
+                ctx.const([start], torch.int64),
+                ctx.const([end], torch.int64),
+                ctx.const([axis], torch.int64),
+            )
+            pieces.append(ctx.emit(op, piece, ctx.const([axis], torch.int64), keepdims=1))
+        x = pieces[0] if o == 1 else ctx.emit("Concat", *pieces, axis=axis)
+    return x
 
 
 @lowers(
@@ -185,11 +235,17 @@ def _adaptive_kernel(ctx: LowerCtx) -> tuple[list[int], list[int]]:
 )
 def adaptive_avg_pool(ctx: LowerCtx) -> Value:
     """adaptive_avg_pool2d(Tensor self, SymInt[2] output_size) -> Tensor"""
+    n = len(ctx.arg(1))
+    x, unbatched = _batched(ctx, n)
     if all(o == 1 for o in ctx.arg(1)):
-        return ctx.emit("GlobalAveragePool", ctx.input(0))
-    kernel, _ = _adaptive_kernel(ctx)
-    pads = [0] * (2 * len(kernel))
-    return ctx.emit("AveragePool", ctx.input(0), kernel_shape=kernel, strides=kernel, pads=pads)
+        return _unbatched(ctx, ctx.emit("GlobalAveragePool", x), unbatched)
+    spatial, out = _adaptive_spatial(ctx)
+    if not _even(spatial, out):
+        return _unbatched(ctx, _adaptive_windows(ctx, x, "ReduceMean", spatial, out), unbatched)
+    kernel = [s // o for s, o in zip(spatial, out, strict=True)]
+    pads = [0] * (2 * n)
+    y = ctx.emit("AveragePool", x, kernel_shape=kernel, strides=kernel, pads=pads)
+    return _unbatched(ctx, y, unbatched)
 
 
 @lowers(
@@ -199,10 +255,22 @@ def adaptive_avg_pool(ctx: LowerCtx) -> Value:
 )
 def adaptive_max_pool(ctx: LowerCtx) -> list[Value]:
     """adaptive_max_pool2d(Tensor self, int[2] output_size) -> (Tensor, Tensor)"""
-    kernel, spatial = _adaptive_kernel(ctx)
-    pads = [0] * (2 * len(kernel))
-    attrs = {"kernel_shape": kernel, "strides": kernel, "pads": pads}
-    if not any(u.args[1] == 1 for u in ctx.node.users):
-        return [ctx.emit("MaxPool", ctx.input(0), **attrs), None]  # nothing reads the indices
-    values, indices = ctx.emit("MaxPool", ctx.input(0), outputs=2, **attrs)
-    return [values, _plane_indices(ctx, indices, spatial)]
+    n = len(ctx.arg(1))
+    spatial, out = _adaptive_spatial(ctx)
+    x, unbatched = _batched(ctx, n)
+    wants_indices = any(u.args[1] == 1 for u in ctx.node.users)
+    if not _even(spatial, out):
+        if wants_indices:
+            raise ExportError(
+                f"{ctx.node.name}: adaptive max pooling from {spatial} to {out} with "
+                "return_indices has uneven windows",
+                hint="choose an output size that divides the input size, or drop return_indices",
+            )
+        y = _adaptive_windows(ctx, x, "ReduceMax", spatial, out)
+        return _unbatched(ctx, [y, None], unbatched)
+    kernel = [s // o for s, o in zip(spatial, out, strict=True)]
+    attrs = {"kernel_shape": kernel, "strides": kernel, "pads": [0] * (2 * n)}
+    if not wants_indices:
+        return _unbatched(ctx, [ctx.emit("MaxPool", x, **attrs), None], unbatched)
+    values, indices = ctx.emit("MaxPool", x, outputs=2, **attrs)
+    return _unbatched(ctx, [values, _plane_indices(ctx, indices, spatial)], unbatched)

@@ -1,0 +1,78 @@
+"""Pooling edge cases: unbatched (C, *spatial) inputs and adaptive pools with uneven windows,
+each against eager."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from fxonnx._errors import ExportError
+from fxonnx.capture import capture
+from fxonnx.export import lower
+
+UNBATCHED: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "avg_pool1d": (lambda: nn.AvgPool1d(3, 2, 1, ceil_mode=True), (3, 10)),
+    "avg_pool2d": (lambda: nn.AvgPool2d(2), (3, 8, 8)),
+    "avg_pool2d_divisor": (lambda: nn.AvgPool2d(3, 2, 1, divisor_override=4), (3, 7, 8)),
+    "avg_pool3d": (lambda: nn.AvgPool3d(2), (2, 4, 4, 6)),
+    "max_pool1d": (lambda: nn.MaxPool1d(2), (3, 9)),
+    "max_pool2d": (lambda: nn.MaxPool2d(3, 2, 1), (3, 8, 8)),
+    "max_pool2d_indices": (lambda: nn.MaxPool2d(2, return_indices=True), (3, 6, 8)),
+    "max_pool3d": (lambda: nn.MaxPool3d(2), (2, 4, 4, 6)),
+    "lp_pool1d": (lambda: nn.LPPool1d(2, 3), (3, 9)),
+    "lp_pool2d": (lambda: nn.LPPool2d(2, 2), (3, 8, 8)),
+    "adaptive_avg_pool2d": (lambda: nn.AdaptiveAvgPool2d((2, 4)), (3, 6, 8)),
+    "adaptive_avg_pool2d_global": (lambda: nn.AdaptiveAvgPool2d(1), (3, 6, 8)),
+    "adaptive_avg_pool2d_uneven": (lambda: nn.AdaptiveAvgPool2d(4), (3, 6, 7)),
+    "adaptive_max_pool1d": (lambda: nn.AdaptiveMaxPool1d(5), (3, 10)),
+    "adaptive_max_pool2d_indices": (
+        lambda: nn.AdaptiveMaxPool2d(2, return_indices=True),
+        (3, 6, 8),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNBATCHED))
+def test_unbatched_pool_matches_eager(name: str, onnx_matches: Callable) -> None:
+    factory, shape = UNBATCHED[name]
+    layer = factory()
+
+    def make_inputs(_: int) -> tuple:
+        return (torch.randn(*shape, generator=torch.Generator().manual_seed(1)),)
+
+    onnx_matches(layer, make_inputs, dynamic=False)
+
+
+UNEVEN: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "avg1d": (lambda: nn.AdaptiveAvgPool1d(4), (4, 10)),
+    "avg1d_upsample": (lambda: nn.AdaptiveAvgPool1d(7), (4, 5)),
+    "avg2d": (lambda: nn.AdaptiveAvgPool2d(4), (4, 6, 6)),
+    "avg2d_mixed": (lambda: nn.AdaptiveAvgPool2d((3, 2)), (4, 7, 6)),
+    "avg2d_none": (lambda: nn.AdaptiveAvgPool2d((None, 3)), (4, 5, 7)),
+    "avg3d": (lambda: nn.AdaptiveAvgPool3d((2, 3, 4)), (2, 5, 7, 6)),
+    "max1d": (lambda: nn.AdaptiveMaxPool1d(4), (4, 10)),
+    "max2d": (lambda: nn.AdaptiveMaxPool2d((3, 5)), (4, 7, 9)),
+    "max3d": (lambda: nn.AdaptiveMaxPool3d(3), (2, 5, 4, 7)),
+}
+
+
+@pytest.mark.parametrize("name", list(UNEVEN))
+def test_adaptive_pool_uneven_windows_match_eager(name: str, onnx_matches: Callable) -> None:
+    factory, shape = UNEVEN[name]
+    layer = factory()
+
+    def make_inputs(b: int) -> tuple:
+        return (torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)),)
+
+    onnx_matches(layer, make_inputs)
+
+
+def test_adaptive_max_pool_uneven_indices_are_refused() -> None:
+    captured = capture(
+        nn.AdaptiveMaxPool2d(4, return_indices=True).eval(), (torch.randn(2, 3, 6, 7),)
+    )
+    with pytest.raises(ExportError, match="return_indices has uneven windows"):
+        lower(captured)
