@@ -8,16 +8,20 @@ sequence dim that is a million steps). ``trace_budget`` counts the dispatched op
 CaptureError once they pass a budget proportional to the model's own size, naming the ops that
 grew, the module and the source line where the budget ran out.
 
-Use it around one trace, inside the fake mode::
+Use it around one trace, inside the fake mode (``guarded_trace`` also quiets torch's
+fake-tensor logger, which prints a traceback for every failed meta kernel)::
 
-    with mode, torch.no_grad(), trace_budget(model):
+    with mode, torch.no_grad(), guarded_trace(model):
         gm = make_fx(fn, pre_dispatch=True)(*fakes)
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -130,3 +134,22 @@ def _where(frame: FrameType | None, names: dict[int, str]) -> tuple[str | None, 
                 module = f"{name or '<root>'!r} ({type(owner).__name__})"
         frame = frame.f_back
     return module, line
+
+
+_FAKE_LOG = "torch._subclasses.fake_tensor"
+
+
+@contextlib.contextmanager
+def guarded_trace(model: nn.Module, limit: int | None = None) -> Iterator[trace_budget]:
+    """What one trace runs under: ``trace_budget(model, limit)``, and torch's fake-tensor
+    logger quieted. That logger prints the full traceback of every failed meta kernel at ERROR
+    level (a hundred lines to stderr for a wrong input shape) although the failure is raised,
+    and turned into one CaptureError, anyway."""
+    logger = logging.getLogger(_FAKE_LOG)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with trace_budget(model, limit) as budget:
+            yield budget
+    finally:
+        logger.setLevel(level)

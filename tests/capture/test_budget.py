@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from fxonnx import CaptureError
 from fxonnx.capture import _trace
-from fxonnx.capture._budget import BASE_OPS, OPS_PER_UNIT, op_budget, trace_budget
+from fxonnx.capture._budget import BASE_OPS, OPS_PER_UNIT, guarded_trace, op_budget, trace_budget
 from fxonnx.models import get
 
 
@@ -115,3 +116,13 @@ def test_unbind_over_a_huge_dim_is_refused_before_it_runs() -> None:
     assert time.perf_counter() - t0 < 10  # unbinding it would take minutes
     _, budget = _bounded_trace(Unbind(), torch.empty(7, 2))
     assert budget.counts["aten.unbind.int"] == 8  # the op and its 7 outputs
+
+
+def test_guarded_trace_quiets_the_fake_tensor_traceback_log(caplog) -> None:
+    model = nn.Linear(4, 3)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    bad = mode.from_tensor(torch.randn(2, 5))  # wrong feature size: the meta kernel fails
+    with pytest.raises(RuntimeError), mode, guarded_trace(model):
+        make_fx(model, pre_dispatch=True)(bad)
+    assert not [r for r in caplog.records if r.name == "torch._subclasses.fake_tensor"]
+    assert logging.getLogger("torch._subclasses.fake_tensor").level == logging.NOTSET
