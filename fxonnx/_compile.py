@@ -12,6 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from ._checks import check_entry, check_path, structure_mismatch
 from ._dimexpr import describe_all, evaluate, is_name
 from ._errors import InputError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture
@@ -52,8 +53,7 @@ class CompiledModel:
         leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         if spec != self.captured.in_spec:
             raise InputError(
-                f"inputs have a different structure than at compile time: got {spec}, "
-                f"expected {self.captured.in_spec}",
+                structure_mismatch(args, kwargs, self.captured.in_spec),
                 hint=f"call with the same arguments as the example: {self.input_names}",
             )
         tensors = []
@@ -147,6 +147,7 @@ def _capture_and_lower(
     verify_each: bool = False,
     pass_stats: list | None = None,
 ) -> tuple[Captured, onnx.ModelProto, dict[str, float], list[str]]:
+    check_entry(model, args, kwargs, opset)
     if fallback not in (None, "torch.onnx"):
         raise ValueError(f"fallback must be None or 'torch.onnx', not {fallback!r}")
     notes: list[str] = []
@@ -349,6 +350,8 @@ def export(
 ) -> onnx.ModelProto:
     """Capture, optimize (``passes`` minus ``skip``, optional ``prune``; see ``compile``) and
     lower ``model`` to ONNX without running it; save to ``path`` when given."""
+    if path is not None:
+        check_path(path)
     _, onnx_model, _, notes = _capture_and_lower(
         model,
         args,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .._checks import check_path
 from .._dimexpr import bind
 from .._errors import InputError
 from ..runtime import Session
@@ -224,6 +225,7 @@ def load(
     pointing out), all checked before onnxruntime opens the model. ``provider``: "cpu", "cuda"
     or "auto".
     """
+    check_path(directory, "directory")
     root = Path(directory)
     manifest = read(root)
     model_name = manifest["model"]["file"]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import onnx
 
+from .._checks import check_path
 from .._dimexpr import describe
 from .._version import __version__
 from ._errors import BundleError
@@ -67,6 +68,7 @@ def save_bundle(
     provider = provider or compiled.provider
     if provider not in ("cpu", "cuda"):
         raise ValueError(f"provider must be 'cpu' or 'cuda', not {provider!r}")
+    check_path(directory, "directory")
     directory = Path(directory).absolute()  # so that target.parent is a real directory
     if fmt == "triton":
         name = name or "model"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 
+from .._checks import check_path
 from .._errors import ExportError
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -29,6 +30,7 @@ def save_model(
     is True, or (None, the default) when the model would pass ``limit`` bytes. The files are
     written in a temporary directory and moved into place, so a failure leaves nothing behind.
     Returns the files written."""
+    check_path(path)
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"{path} is a directory", hint="give a file name ending in .onnx")

@@ -120,6 +120,11 @@ class Session:
                 )
             if devices is not None:
                 device = devices[i]
+                if not device.startswith(("cpu", "cuda")):
+                    raise InputError(
+                        f"input {spec.name!r} is on {device}, which onnxruntime cannot read",
+                        hint="give a tensor with data on the CPU (or CUDA with provider='cuda')",
+                    )
                 if device.startswith("cuda") and not self.on_cuda:
                     raise InputError(
                         f"input {spec.name!r} is on {device} but the session runs on the CPU",
