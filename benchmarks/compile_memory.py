@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -68,8 +69,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="compiles before measuring")
     parser.add_argument("--save", action="store_true", help="also save each model (temp dir)")
     args = parser.parse_args()
-    tmp, cwd = Path(tempfile.gettempdir()), Path.cwd()
-    scratch = Path(tempfile.mkdtemp(prefix="fxonnx-compile-memory-"))
+    # a private temporary directory, so that what is left there is ours (and not a neighbour's)
+    tmp = Path(tempfile.mkdtemp(prefix="fxonnx-compile-memory-tmp-"))
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = str(tmp)
+    cwd = Path.cwd()
+    scratch = Path(tempfile.mkdtemp(prefix="saved-"))
     before_tmp, before_cwd = entries(tmp) | {scratch.name}, entries(cwd)
 
     def one(i: int) -> None:
@@ -99,9 +104,7 @@ def main() -> None:
     left_tmp = sorted(entries(tmp) - before_tmp)
     left_cwd = sorted(entries(cwd) - before_cwd)
     left_scratch = sorted(entries(scratch) - {"m.onnx"})
-    for p in scratch.iterdir():
-        p.unlink()
-    scratch.rmdir()
+    shutil.rmtree(tmp)
     print(f"compile_memory: {args.count} compiles after {args.warmup} warm-up, {elapsed:.0f} s\n")
     print("| measure | value |\n|---|---:|")
     print(f"| RSS after warm-up | {samples[0]:.1f} MiB |")
@@ -111,7 +114,7 @@ def main() -> None:
     )
     print(f"| growth, least-squares slope | {slope * 1024:.1f} KiB/compile |")
     print(f"| peak sampled RSS | {max(samples):.1f} MiB |")
-    print(f"| files left in {tmp} | {len(left_tmp)} {left_tmp[:5]} |")
+    print(f"| files left in the temporary directory | {len(left_tmp)} {left_tmp[:5]} |")
     print(f"| files left in the working directory | {len(left_cwd)} {left_cwd[:5]} |")
     print(f"| stray files beside saved models | {len(left_scratch)} {left_scratch[:5]} |")
     print(f"\nRSS samples (MiB, every 10 compiles): {[round(s, 1) for s in samples]}")
