@@ -61,7 +61,13 @@ def test_split_of_a_zero_size_dim() -> None:
     _check(lambda m, x: torch.cat(list(reversed(x.split(1, -1))), -1), x, dynamic=False)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="zero-size dims (edges' scope, still open with edges merged): onnxruntime's "
+    "ReduceMean over an empty axis gives 0 where torch gives NaN",
+)
 def test_mean_over_an_empty_dim_is_nan_as_in_eager() -> None:
+    """inputs ((0,):float32): x.mean(0) is nan in eager and 0.0 compiled (silently)."""
     _check(lambda m, x: x.double().mean(0).relu() + x.double().mean(0), torch.randn(0))
 
 
