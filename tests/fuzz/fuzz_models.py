@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 Shape = tuple[int, ...]
+EPS = 1e-3
+"""Normalisation epsilon: on (nearly) constant inputs a norm divides rounding noise by
+sqrt(eps), and torch's default 1e-5 amplifies fp32 rounding 300x past any honest tolerance."""
 
 
 class Block(nn.Module):
@@ -148,10 +151,10 @@ def _norm_last(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) ->
     kind = draw(st.sampled_from(["LayerNorm", "RMSNorm", "softmax", "log_softmax"]))
     f = shape[-1]
     if kind == "LayerNorm":
-        mod = nn.LayerNorm(f, elementwise_affine=draw(st.booleans())).to(dtype)
+        mod = nn.LayerNorm(f, eps=EPS, elementwise_affine=draw(st.booleans())).to(dtype)
         return Block(f"LayerNorm({f})", lambda m, x: m["n"](x), n=mod), shape, dtype, True
     if kind == "RMSNorm":
-        mod = nn.RMSNorm(f, eps=1e-6).to(dtype)
+        mod = nn.RMSNorm(f, eps=EPS).to(dtype)
         return Block(f"RMSNorm({f})", lambda m, x: m["n"](x), n=mod), shape, dtype, True
     dim = draw(st.integers(-len(shape), len(shape) - 1))
     fn = torch.softmax if kind == "softmax" else torch.log_softmax
@@ -263,7 +266,7 @@ def _image(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) -> Dra
     elif kind == "gn":
         if not batched:
             return None
-        mod = nn.GroupNorm(1, c)
+        mod = nn.GroupNorm(1, c, eps=EPS)
         desc = f"GroupNorm(1, {c})"
     elif kind in ("maxpool", "avgpool"):
         k = draw(st.integers(1, 2))
@@ -373,7 +376,10 @@ def cases(draw: Any, max_blocks: int = 4, avoid: frozenset = OPEN_GAPS) -> Case:
     seen = {dtype}
     for _ in range(draw(st.integers(1, max_blocks))):
         factory = draw(st.sampled_from(BLOCKS))
-        drawn = factory(draw, cur, cur_dtype, avoid)
+        try:
+            drawn = factory(draw, cur, cur_dtype, avoid)
+        except (RuntimeError, ValueError):  # eager refuses this layer at this shape
+            continue
         if drawn is None:
             continue
         block, new, new_dtype, diff = drawn
@@ -390,6 +396,8 @@ def cases(draw: Any, max_blocks: int = 4, avoid: frozenset = OPEN_GAPS) -> Case:
         seen.add(new_dtype)
     combine = draw(st.sampled_from([None, None, *COMBINE]))
     if combine is not None and not cur_dtype.is_floating_point and combine != "eq_count":
+        combine = None
+    if cur == () and "scalar" in avoid:  # the second input would be 0-d
         combine = None
     if combine is not None:
         steps.append(f"combine {combine} with y{cur}")

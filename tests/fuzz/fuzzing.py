@@ -27,7 +27,7 @@ TOLERANCE = {
     torch.bfloat16: (2e-2, 1e-2),
 }
 
-_NAMES = re.compile(r"aten\.|\bnode\b|\binput\b|\bop\b|\boutput\b|\bdim\b|'[\w.]+'")
+_NAMES = re.compile(r"aten\.|\bnode\b|\binput\b|\bop\b|\boutput\b|\bdim\b|'[\w.]+'", re.I)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ def test_random_models_match_eager_or_are_refused_clearly(case: Case) -> None:
 
 @pytest.mark.slow
 @settings(max_examples=2000, **_COMMON)
-@given(cases(max_blocks=6, avoid=frozenset({"ort-f64-matmul"})))  # that one kills the process
+@given(cases(max_blocks=6))
 def test_random_models_long_run(case: Case) -> None:
     _run(case)
 
