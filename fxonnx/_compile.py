@@ -17,7 +17,7 @@ from ._dimexpr import describe_all, evaluate, is_name
 from ._errors import InputError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture
 from .export import DEFAULT_OPSET, lower, save_model
-from .runtime import Session
+from .runtime import Session, aborting_ops
 from .verify import Report
 from .verify import verify as verify_outputs
 from .verify._verify import eval_mode
@@ -314,6 +314,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     _fuse_for_provider(onnx_model, target, passes, skip, pass_stats)
     t0 = time.perf_counter()
     session = Session(onnx_model.SerializeToString(), provider=target)
+    session.refuse_empty = aborting_ops(onnx_model)
     stages["session"] = (time.perf_counter() - t0) * 1e3
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
     compiled = CompiledModel(captured, onnx_model, session, report)

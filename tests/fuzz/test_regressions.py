@@ -118,3 +118,30 @@ def test_a_float64_matmul_after_a_transpose_and_a_cast_does_not_crash() -> None:
         [sys.executable, "-c", textwrap.dedent(_SEGFAULT)], capture_output=True, timeout=120
     )
     assert run.returncode == 0, f"exit {run.returncode}: {run.stderr.decode()[-300:]}"
+
+
+_EMPTY_RECURRENT = """
+    import tempfile, torch, fxonnx
+    from torch import nn
+    from fxonnx import InputError
+    for layer in (nn.LSTM(5, 3, batch_first=True), nn.GRU(5, 3, batch_first=True)):
+        cm = fxonnx.compile(layer.eval(), (torch.randn(2, 3, 5),), provider="cpu")
+        served = fxonnx.load(cm.save_bundle(tempfile.mkdtemp() + "/b"))
+        for call in (cm, served):
+            try:
+                call(torch.randn(0, 3, 5))
+            except InputError as e:
+                assert "zero-size dim" in str(e) and type(layer).__name__ in str(e), e
+            else:
+                raise AssertionError("an empty batch was run")
+    print("refused")
+"""
+
+
+def test_an_empty_batch_into_lstm_or_gru_is_refused_not_a_process_abort() -> None:
+    """inputs ((0, 3, 5):float32) into LSTM/GRU: onnxruntime 1.31 calls std::terminate
+    ("terminate called without an active exception"), killing the process."""
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_EMPTY_RECURRENT)], capture_output=True, timeout=300
+    )
+    assert run.returncode == 0 and b"refused" in run.stdout, run.stderr.decode()[-500:]
