@@ -9,6 +9,7 @@ example batch. ``describe()`` is what a failure prints: it shrinks with the draw
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,15 @@ def _norm_last(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) ->
     return Block(f"{kind}(dim={dim})", lambda m, x: fn(x, dim)), shape, dtype, True
 
 
+def _ramp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """0, 0.01, 0.02, ... along ``dim`` (broadcastable to ``x``), in ``x``'s dtype."""
+    n = x.shape[dim] if x.dim() else 1
+    shape = [1] * x.dim()
+    if shape:
+        shape[dim] = n
+    return (torch.arange(n, dtype=torch.float64) * 0.01).reshape(shape).to(x.dtype)
+
+
 def _reduce(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) -> Drawn | None:
     rank = max(len(shape), 1)
     dim = draw(st.integers(-rank, rank - 1))
@@ -175,8 +185,8 @@ def _reduce(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) -> Dr
         fn = lambda m, x: torch.cumsum(x, dim)  # noqa: E731
     elif kind == "var":
         fn = lambda m, x: x.var(dim, keepdim=keep, correction=0)  # noqa: E731
-    elif kind == "argmax":
-        fn = lambda m, x: x.argmax(dim, keepdim=keep)  # noqa: E731
+    elif kind == "argmax":  # a ramp breaks near-ties that rounding would decide
+        fn = lambda m, x: (x + _ramp(x, dim)).argmax(dim, keepdim=keep)  # noqa: E731
     else:
         fn = lambda m, x: getattr(x, kind)(dim, keepdim=keep)  # noqa: E731
     new, new_dtype = _out(shape, lambda x: fn(None, x), dtype)
@@ -211,7 +221,7 @@ def _movement(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) -> 
         size = draw(st.integers(1, shape[-1] - 1))
         fn = lambda m, x: torch.cat(list(reversed(x.split(size, -1))), -1)  # noqa: E731
     elif kind == "reshape" and rank >= 2:
-        fn = lambda m, x: x.reshape(x.shape[0], -1, 1) if x.numel() else x.reshape(x.shape)  # noqa: E731
+        fn = lambda m, x: x.reshape(x.shape[0], math.prod(x.shape[1:]), 1)  # noqa: E731
     elif kind == "squeeze" and "squeeze-dynamic" not in avoid:
         fn = lambda m, x: x.squeeze()  # noqa: E731
     elif kind == "flip" and rank >= 1:

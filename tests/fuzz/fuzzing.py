@@ -151,7 +151,7 @@ def check_compile(model: nn.Module, inputs: tuple, dynamic: bool, scale: float =
     floor = loosest_float(model, inputs)
     try:
         got = cm(*inputs)
-    except FxonnxError as e:  # refused at call time, by name (an empty batch into an LSTM)
+    except InputError as e:  # the input refused by name (an empty batch into an LSTM)
         assert_clear_error(e)
         return "refused"
     assert_matches(got, want, scale, floor=floor)

@@ -28,7 +28,10 @@ class Fn(nn.Module):
 
 
 def _check(fn, *inputs: torch.Tensor, dynamic: bool = True, **mods: nn.Module) -> str:
-    return check_compile(Fn(fn, **mods).eval(), inputs, dynamic)
+    """The fuzzer's property, and more: these models must compile and match (not be refused)."""
+    outcome = check_compile(Fn(fn, **mods).eval(), inputs, dynamic)
+    assert outcome.startswith("matched"), outcome
+    return outcome
 
 
 @pytest.mark.xfail(strict=True, reason=EDGES)
