@@ -88,7 +88,17 @@ REFUSED: list[tuple[str, Callable[[World], Any], type, tuple[str, ...]]] = [
     ("compile opset str", lambda w: _compile(w, w.model, (w.x,), opset="21"), TypeError,
      ("opset must be an int", "'21'")),
     ("compile batch dim out of range", lambda w: _compile(w, w.model, (w.x,), batch_dims=(7,)),
-     CaptureError, ("batch dim 7", "'input'")),
+     CaptureError, ("dim 7", "'input'")),
+    ("compile batch_dims type", lambda w: _compile(w, w.model, (w.x,), batch_dims=5),
+     CaptureError, ("batch_dims must be",)),
+    ("compile dynamic_dims type", lambda w: _compile(w, w.model, (w.x,), dynamic_dims=5),
+     CaptureError, ("dynamic_dims must be", "int", "'batch'")),
+    ("compile dynamic_dims mode", lambda w: _compile(w, w.model, (w.x,), dynamic_dims="some"),
+     CaptureError, ("'some'", "'auto', 'all', None")),
+    ("compile dynamic_dims tuple", lambda w: _compile(w, w.model, (w.x,),
+     dynamic_dims={"input": (0, 1)}), CaptureError, ("dynamic_dims['input']", "{dim: name}")),
+    ("compile dynamic_dims unknown input", lambda w: _compile(w, w.model, (w.x,),
+     dynamic_dims={"nope": {0: "b"}}), CaptureError, ("'nope'", "['input']")),
     ("compile batch_dims unknown input", lambda w: _compile(w, w.model, (w.x,),
      batch_dims={"nope": 0}), CaptureError, ("'nope'", "inputs are ['input']")),
     ("compile passes name", lambda w: _compile(w, w.model, (w.x,), passes="fast"), PassError,
@@ -131,7 +141,9 @@ REFUSED: list[tuple[str, Callable[[World], Any], type, tuple[str, ...]]] = [
      ("'input' dim 1 is 5", "static")),
     ("call meta device", lambda w: w.cm(META), InputError, ("'input'", "meta")),
     ("call static model at another batch", lambda w: w.static(torch.randn(3, 4)), InputError,
-     ("dim 0 is 3", "dynamic batch")),
+     ("dim 0 is 3", "dynamic_dims")),
+    ("call empty batch (traced at 2: batch >= 1)", lambda w: w.cm(torch.randn(0, 4)), InputError,
+     ("'input' dim 0", "is 0")),
     ("call huge expanded batch on a static model",
      lambda w: w.static(torch.zeros(1, 4).expand(2**31, 4)), InputError, ("2147483648",)),
     ("check_gradients model=None", lambda w: fxonnx.check_gradients(None, (w.x,)), CaptureError,
@@ -237,7 +249,6 @@ WORKS: list[tuple[str, Callable[[World], torch.Tensor]]] = [
     ("NaN", lambda w: NAN),
     ("Inf", lambda w: torch.full((2, 4), float("inf"))),
     ("a slice of a bigger tensor", lambda w: torch.randn(6, 8)[1:5:2, 2:6]),
-    ("empty batch", lambda w: torch.randn(0, 4)),
     ("batch 1", lambda w: torch.randn(1, 4)),
 ]
 
@@ -274,16 +285,6 @@ def test_a_name_keyword_call_works_when_compiled_with_keywords(w: World) -> None
 def test_compile_on_an_empty_example_batch(w: World) -> None:
     cm = _compile(w, w.model, (torch.randn(0, 4),))
     _close(cm(w.x), _eager(w, w.x))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="the lead's dynamic_dims rewrite: batch_dims=5 is a raw 'int object is not iterable'",
-)
-def test_compile_batch_dims_of_the_wrong_type(w: World) -> None:
-    with pytest.raises(FxonnxError, match="batch_dims"):
-        _compile(w, w.model, (w.x,), batch_dims=5)
 
 
 # -- the command line: exit code 2 (usage) or 1 (failure), one line plus a hint, no traceback -

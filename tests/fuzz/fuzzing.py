@@ -54,8 +54,8 @@ def bounded_tracing() -> Iterator[None]:
 
 
 def dynamic_kwargs(dynamic: bool) -> dict[str, Any]:
-    """The one place the tests spell the dynamic-dim API (batch_dims/dynamic today)."""
-    return {} if dynamic else {"dynamic": False}
+    """The one place the tests spell the dynamic-dim API: the batch dynamic, or nothing."""
+    return {"dynamic_dims": "auto" if dynamic else None}
 
 
 def compile_case(model: nn.Module, inputs: tuple, dynamic: bool, **kw: Any) -> Any:
