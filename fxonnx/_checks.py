@@ -82,7 +82,7 @@ def structure_mismatch(args: tuple, kwargs: dict, expected: Any) -> str:
     import torch.utils._pytree as pytree
 
     want_args, want_kwargs = expected.children_specs
-    want = f"{want_args.num_children} positional input(s)"
+    want = f"compiled for {want_args.num_children} positional input(s)"
     if want_kwargs.context:
         want += f" and keyword input(s) {list(want_kwargs.context)}"
     got = f"{len(args)} positional"
@@ -94,4 +94,4 @@ def structure_mismatch(args: tuple, kwargs: dict, expected: Any) -> str:
     if same_count:  # same arguments, different nesting (a list where a tensor was)
         _, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         got += f" nested differently: {pytree.treespec_pprint(spec)[:200]}"
-    return f"the model was compiled for {want}; got {got}"
+    return f"inputs have a different structure than at compile time: {want}; got {got}"
