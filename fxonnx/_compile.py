@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from typing import Any
 
 import onnx
@@ -12,11 +13,12 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from ._checks import check_entry, check_path, structure_mismatch
 from ._dimexpr import describe_all, evaluate, is_name
-from ._errors import InputError, PassError, UnsupportedOpError
+from ._errors import DynamicDimError, InputError, PassError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from .export import DEFAULT_OPSET, lower, save_model
-from .runtime import Session, as_session_dtypes, fit_kernels, float32_boundary
+from .runtime import Session, aborting_ops, as_session_dtypes, fit_kernels, float32_boundary
 from .verify import Report
 from .verify import verify as verify_outputs
 from .verify._verify import eval_mode
@@ -52,8 +54,7 @@ class CompiledModel:
         leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         if spec != self.captured.in_spec:
             raise InputError(
-                f"inputs have a different structure than at compile time: got {spec}, "
-                f"expected {self.captured.in_spec}",
+                structure_mismatch(args, kwargs, self.captured.in_spec),
                 hint=f"call with the same arguments as the example: {self.input_names}",
             )
         tensors = []
@@ -147,6 +148,7 @@ def _capture_and_lower(
     verify_each: bool = False,
     pass_stats: list | None = None,
 ) -> tuple[Captured, onnx.ModelProto, dict[str, float], list[str]]:
+    check_entry(model, args, kwargs, opset)
     if fallback not in (None, "torch.onnx"):
         raise ValueError(f"fallback must be None or 'torch.onnx', not {fallback!r}")
     notes: list[str] = []
@@ -188,6 +190,30 @@ def _capture_and_lower(
     try:
         onnx_model = lower(captured, opset=opset)
         _fold_lowered_constants(onnx_model, stats)
+    except DynamicDimError as e:
+        if captured.shapes.requested != "auto":
+            raise
+        # the default asked for a dynamic batch; a graph that cannot keep one is exported static
+        note = f"dims are static: {e.message}"
+        warnings.warn(f"fxonnx: {note}", UserWarning, stacklevel=3)
+        if pass_stats is not None:
+            pass_stats.clear()
+        captured, onnx_model, stages, more = _capture_and_lower(
+            model,
+            args,
+            kwargs,
+            opset=opset,
+            dynamic_dims=None,
+            batch_dims=None,
+            dynamic=True,
+            fallback=fallback,
+            passes=passes,
+            skip=skip,
+            prune=prune,
+            verify_each=verify_each,
+            pass_stats=pass_stats,
+        )
+        return captured, onnx_model, stages, [*notes, note, *more]
     except UnsupportedOpError as e:
         if fallback != "torch.onnx":
             raise
@@ -344,6 +370,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     runnable, boundary = float32_boundary(onnx_model)
     notes = [*notes, *kernel_notes, *([boundary] if boundary else [])]
     session = Session(runnable.SerializeToString(), provider=target)
+    session.refuse_empty = aborting_ops(runnable)
     stages["session"] = (time.perf_counter() - t0) * 1e3
     notes = [unwrapped, *notes] if unwrapped else notes
     report = Report(stages=stages, notes=tuple(notes), passes=tuple(pass_stats))
@@ -384,6 +411,8 @@ def export(
     model, unwrapped = unwrap_parallel(model)
     if unwrapped:
         log.info("fxonnx: %s", unwrapped)
+    if path is not None:
+        check_path(path)
     _, onnx_model, _, notes = _capture_and_lower(
         model,
         args,

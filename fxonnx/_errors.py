@@ -24,6 +24,11 @@ class ExportError(FxonnxError):
     """The captured graph could not be lowered to ONNX or written to disk."""
 
 
+class DynamicDimError(ExportError):
+    """A lowering rule cannot keep a dim dynamic (``squeeze()`` over it would change the output's
+    rank with its size); under ``dynamic_dims="auto"`` compile retries with every dim static."""
+
+
 class UnsupportedOpError(ExportError):
     """One or more ATen ops have no lowering rule; `ops` lists every one of them at once."""
 

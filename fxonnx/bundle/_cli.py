@@ -37,12 +37,20 @@ def run_bundle_cli(
             key, sep, rest = text.partition("=")
             if sep and key in model.input_names:
                 named[key] = _read(rest)
+            elif sep and not Path(text).exists() and Path(rest).exists():
+                raise BundleError(
+                    f"--input {text!r} names no input of the model: {key!r}",
+                    hint=f"the inputs are {model.input_names}",
+                )
             else:
                 positional.append(_read(text))
         result = model(*positional, **named)
         targets = _targets(outputs, model.output_names)
         for target, array in zip(targets, result.to_list(), strict=True):
-            np.save(target, array, allow_pickle=False)
+            try:
+                np.save(target, array, allow_pickle=False)
+            except OSError as e:
+                raise BundleError(f"could not write output {os.fspath(target)!r}: {e}") from e
     except FxonnxError as e:
         sys.stderr.write(f"fxonnx: error: {e.message}\n")
         return 1

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .._checks import check_path
 from .._dimexpr import bind
 from .._errors import InputError
-from ..runtime import Session
+from ..runtime import Session, aborting_ops
 from ._errors import BundleError
 from ._manifest import read, safe_relpath, sha256_bytes, verify_files
 
@@ -224,6 +225,7 @@ def load(
     pointing out), all checked before onnxruntime opens the model. ``provider``: "cpu", "cuda"
     or "auto".
     """
+    check_path(directory, "directory")
     root = Path(directory)
     manifest = read(root)
     model_name = manifest["model"]["file"]
@@ -249,6 +251,7 @@ def load(
     # external data is read by onnxruntime from the path; without it the checked bytes are used
     source: bytes | str = os.fspath(model_path) if external else data
     session = Session(source, provider=provider, threads=threads)
+    session.refuse_empty = aborting_ops(model)
     _match_signature(manifest, session)
     return BundleModel(root, manifest, session)
 

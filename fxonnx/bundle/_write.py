@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import onnx
 
+from .._checks import check_path
 from .._dimexpr import describe
+from .._errors import FxonnxError
 from .._version import __version__
 from ._errors import BundleError
 from ._manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256, validate
@@ -67,6 +69,7 @@ def save_bundle(
     provider = provider or compiled.provider
     if provider not in ("cpu", "cuda"):
         raise ValueError(f"provider must be 'cpu' or 'cuda', not {provider!r}")
+    check_path(directory, "directory")
     directory = Path(directory).absolute()  # so that target.parent is a real directory
     if fmt == "triton":
         name = name or "model"
@@ -129,7 +132,13 @@ def _check_target(target: Path, overwrite: bool, marker: str) -> None:
 def _atomic_directory(target: Path, fill: Callable[[Path], None]) -> None:
     """Build the directory in ``.<name>.tmp-*`` beside ``target``, then rename it into place;
     an existing target is renamed aside first and deleted once the new one is in."""
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    except OSError as e:  # a read-only or full parent directory
+        raise BundleError(
+            f"could not write bundle {target}: {e.strerror or e}",
+            hint=f"{target.parent} must be writable",
+        ) from e
     try:
         fill(tmp)
         _fsync_dir(tmp)
@@ -150,7 +159,8 @@ def _atomic_directory(target: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, (BundleError, ValueError)) or not isinstance(e, Exception):
             raise
-        raise BundleError(f"could not write bundle {target}: {type(e).__name__}: {e}") from e
+        what = e.message if isinstance(e, FxonnxError) else f"{type(e).__name__}: {e}"
+        raise BundleError(f"could not write bundle {target}: {what}") from e
 
 
 def _fsync_dir(path: Path) -> None:

@@ -25,6 +25,7 @@ from . import (
     _dims,
     _fake_kernels,  # noqa: F401  (fake kernels of ops torch gives none)
 )
+from ._budget import guarded_trace
 from ._captured import Captured, ConstantLeaf, Shapes, TensorSpec
 from ._functionalize import functionalize_simple
 from ._recurrent import recurrent_as_whole_ops
@@ -143,7 +144,7 @@ class _Tracer:
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
         with config, eager_transformer_semantics():  # torch.nn code that reads values
             try:
-                with mode, torch.no_grad(), without_value_checks():
+                with mode, torch.no_grad(), without_value_checks(), guarded_trace(self.model):
                     trace = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)
                     gm = trace(*fakes)
             except CaptureError:
@@ -182,7 +183,7 @@ class _Tracer:
                 return tuple(x for x in out_leaves if isinstance(x, torch.Tensor))
 
         try:
-            with mode, torch.no_grad(), without_value_checks():
+            with mode, torch.no_grad(), without_value_checks(), guarded_trace(tracer.model):
                 gm, sig = aot_export_module(
                     Flat(), tuple(fakes[len(self.state) :]), trace_joint=False, pre_dispatch=True
                 )

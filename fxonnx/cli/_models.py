@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ._common import EXIT_OK, human, print_json, stdout
+from ._common import EXIT_OK, UsageError, human, print_json, stdout
 
 EPILOG = """examples:
   fxonnx models
@@ -37,6 +37,10 @@ def _dtype(d: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from .. import models
 
+    if args.tag:
+        tags = sorted({t for name in models.names() for t in models.info(name).tags})
+        if args.tag not in tags:
+            raise UsageError(f"unknown tag {args.tag!r}", hint=f"the tags are {', '.join(tags)}")
     rows = []
     for name in models.names():
         info = models.info(name)

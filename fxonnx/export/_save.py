@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 
+from .._checks import check_path
 from .._errors import ExportError
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -29,6 +30,7 @@ def save_model(
     is True, or (None, the default) when the model would pass ``limit`` bytes. The files are
     written in a temporary directory and moved into place, so a failure leaves nothing behind.
     Returns the files written."""
+    check_path(path)
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"{path} is a directory", hint="give a file name ending in .onnx")
@@ -37,6 +39,18 @@ def save_model(
     use_external = (
         _tensor_bytes(model) + 64 * 1024 * 1024 > limit if external_data is None else external_data
     )
+    try:
+        return _save_atomically(model, path, use_external, size_threshold)
+    except OSError as e:  # disk full, read-only or vanished directory: nothing was replaced
+        raise ExportError(
+            f"could not write {path}: {e.strerror or e}",
+            hint="the previous file, if any, is unchanged; free space or choose a writable path",
+        ) from e
+
+
+def _save_atomically(
+    model: onnx.ModelProto, path: Path, use_external: bool, size_threshold: int
+) -> list[Path]:
     data_name = path.name + ".data"
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".fxonnx-") as tmp:
         tmp_model = Path(tmp) / path.name

@@ -11,7 +11,7 @@ import torch
 from torch import fx
 from torch._guards import detect_fake_mode
 
-from ..capture import Captured, TensorSpec, same_shape, size_hint
+from ..capture import Captured, TensorSpec, same_shape, size_hint, static_dim
 
 aten = torch.ops.aten
 
@@ -191,3 +191,27 @@ def remove_unused_state(captured: Captured) -> list[str]:
 def numel(node: fx.Node) -> int:
     v = val(node)
     return size_hint(v.numel()) if isinstance(v, torch.Tensor) else 0
+
+
+_SQUEEZES = (
+    torch.ops.aten.squeeze.dim,
+    torch.ops.aten.squeeze.dims,
+    torch.ops.aten.squeeze.default,
+)
+
+
+def squeezes_dynamic_dim(node: fx.Node) -> bool:
+    """A squeeze one of whose candidate dims has a dynamic size: whether eager drops it depends
+    on the runtime size, so passes leave it for lowering (which refuses it)."""
+    if not is_call(node, *_SQUEEZES):
+        return False
+    v = val(node.args[0])
+    if v is None:
+        return False
+    rank = v.dim()
+    if node.target is torch.ops.aten.squeeze.default:
+        dims = list(range(rank))
+    else:
+        arg = node.args[1]
+        dims = [d % rank for d in (arg if isinstance(arg, (list, tuple)) else [arg])]
+    return any(static_dim(v.shape[d]) is None for d in dims)

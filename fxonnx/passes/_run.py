@@ -56,6 +56,14 @@ def resolve(passes: str | Sequence[str | Pass], skip: Sequence[str] = ()) -> lis
             passes = ()
         else:
             raise PassError(f"passes must be 'default', 'none' or a list of names, not {passes!r}")
+    if not isinstance(passes, Sequence):
+        raise PassError(
+            f"passes must be 'default', 'none' or a list of names, not {type(passes).__name__}"
+        )
+    if isinstance(skip, str):
+        raise PassError(
+            f"skip must be a list of pass names, not the string {skip!r}", hint=f"skip=[{skip!r}]"
+        )
     chosen = [get_pass(p) if isinstance(p, str) else p for p in passes]
     unknown = [s for s in skip if s not in {p.name for p in chosen}]
     for name in unknown:

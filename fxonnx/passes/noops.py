@@ -10,7 +10,7 @@ import torch
 from torch import fx
 
 from ..capture import same_shape
-from ._graph import is_call, same_meta, scalar_operand, val
+from ._graph import is_call, same_meta, scalar_operand, squeezes_dynamic_dim, val
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -75,6 +75,10 @@ def _identity_input(node: fx.Node) -> fx.Node | str:
             return "changes_dtype"
         if not same_shape(vx.shape, vn.shape):
             return "changes_shape"
+        if squeezes_dynamic_dim(node):
+            return (
+                "squeeze_of_dynamic_dim"  # its rank depends on the runtime size: lowering says so
+            )
         if t in (aten._to_copy.default, aten.to.device) and vx.device != vn.device:
             return "changes_device"
         return x

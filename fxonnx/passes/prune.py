@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .._errors import PassError
 from ._channels import (
     PLAIN_CONVS,
     PRUNED,
@@ -89,6 +90,11 @@ class PruneChannels(Pass):
     def run(self, ctx: PassContext) -> PassResult:
         stats: Counter[str] = Counter()
         self.done: Counter[str] = Counter()
+        layers = {
+            self._layer(ctx, n)
+            for n in ctx.gm.graph.nodes
+            if is_call(n, aten.linear.default, *PLAIN_CONVS)
+        }
         params0, flops0 = param_count(ctx), flops(ctx)
         reference = _outputs(ctx)
         progress = True
@@ -106,6 +112,13 @@ class PruneChannels(Pass):
         for node in ctx.gm.graph.nodes:  # what is left unpruned, and why
             if is_call(node, aten.linear.default, *PLAIN_CONVS) and not node.meta.get(PRUNED):
                 stats["miss:" + self._why_not(ctx, node)] += 1
+        if isinstance(self.ratio, dict):
+            unknown = sorted(set(self.ratio) - layers)
+            if unknown:
+                raise PassError(
+                    f"prune names layers that are not conv/linear layers of the model: {unknown}",
+                    hint=f"the layers are {sorted(layers)[:20]}",
+                )
         stats.update(self.done)
         result: dict[str, Any] = dict(stats)
         if self.done["layers"]:

@@ -11,7 +11,7 @@ import torch
 from torch import fx
 
 from ..capture import static_dim
-from ._graph import call, is_call, val
+from ._graph import call, is_call, squeezes_dynamic_dim, val
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -27,6 +27,16 @@ VIEWS = (
     aten.squeeze.default,
     aten.unsqueeze.default,
 )
+
+
+SQUEEZES = (aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default)
+
+
+def _squeezes_dynamic(node: fx.Node) -> bool:
+    v = val(node.args[0])
+    return (
+        is_call(node, *SQUEEZES) and v is not None and any(static_dim(d) is None for d in v.shape)
+    )
 
 
 SIZED = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
@@ -54,7 +64,8 @@ class CollapseViews(Pass):
     """``view(view(x, a), b)`` -> ``reshape(x, b)`` for any pair of view-like ops. Misses:
     ``inner_has_other_users`` (the first view stays, nothing saved), ``several_dynamic_dims``
     (a single view with several batch-sized dims keeps its symbolic sizes, not counted),
-    ``zero_sized`` (-1 would be ambiguous), ``no_metadata``."""
+    ``zero_sized`` (-1 would be ambiguous), ``no_metadata``, ``squeeze_of_dynamic_dim`` (a
+    squeeze's rank depends on a dynamic size: left for lowering to refuse)."""
 
     name = "views"
 
@@ -70,6 +81,9 @@ class CollapseViews(Pass):
                 continue
             if len(inner.users) > 1:
                 stats["miss:inner_has_other_users"] += 1
+                continue
+            if any(squeezes_dynamic_dim(n) for n in (node, inner)):
+                stats["miss:squeeze_of_dynamic_dim"] += 1  # lowering refuses it, by design
                 continue
             shape = target_shape(ctx, node)
             if isinstance(shape, str):

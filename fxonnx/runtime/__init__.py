@@ -2,11 +2,12 @@
 
 from ._kernels import as_session_dtypes, fit_kernels, float32_boundary
 from ._providers import cuda_status, resolve
-from ._session import IOSpec, Session, session_options
+from ._session import IOSpec, Session, aborting_ops, session_options
 
 __all__ = [
     "IOSpec",
     "Session",
+    "aborting_ops",
     "as_session_dtypes",
     "cuda_status",
     "fit_kernels",

@@ -89,6 +89,9 @@ class Session:
         self.inputs = _specs(self._session.get_inputs())
         self.outputs = _specs(self._session.get_outputs())
         self.on_cuda = self._session.get_providers()[0] == CUDA
+        self.refuse_empty: tuple[str, ...] = ()
+        """Ops of the model that onnxruntime cannot run on empty inputs (see ``aborting_ops``):
+        an input with a zero-size dim is refused instead of aborting the process."""
 
     @property
     def provider(self) -> str:
@@ -113,6 +116,12 @@ class Session:
                     hint=f"convert it first (e.g. tensor.to(torch.{_torch_name(spec.dtype)}))",
                 )
             shape = tuple(arr.shape)
+            if self.refuse_empty and 0 in shape:
+                raise InputError(
+                    f"input {spec.name!r} has a zero-size dim {list(shape)}; onnxruntime aborts the "
+                    f"process running {'/'.join(self.refuse_empty)} on empty inputs",
+                    hint="skip the call for an empty batch (the result would be empty too)",
+                )
             if len(shape) != len(spec.shape):
                 raise InputError(
                     f"input {spec.name!r} has {len(shape)} dims {list(shape)}, expected "
@@ -120,6 +129,11 @@ class Session:
                 )
             if devices is not None:
                 device = devices[i]
+                if not device.startswith(("cpu", "cuda")):
+                    raise InputError(
+                        f"input {spec.name!r} is on {device}, which onnxruntime cannot read",
+                        hint="give a tensor with data on the CPU (or CUDA with provider='cuda')",
+                    )
                 if device.startswith("cuda") and not self.on_cuda:
                     raise InputError(
                         f"input {spec.name!r} is on {device} but the session runs on the CPU",
@@ -190,6 +204,15 @@ class Session:
         if output_shapes is None:
             return [torch.from_numpy(v).to(device) for v in binding.copy_outputs_to_cpu()]
         return outs
+
+
+ABORTS_ON_EMPTY = ("LSTM", "GRU")
+"""onnxruntime 1.31 calls std::terminate (the process dies) running these on a zero-size batch."""
+
+
+def aborting_ops(model: Any) -> tuple[str, ...]:
+    """The ops of ``model`` (an onnx.ModelProto) in ``ABORTS_ON_EMPTY``, sorted."""
+    return tuple(sorted({n.op_type for n in model.graph.node if n.op_type in ABORTS_ON_EMPTY}))
 
 
 def _show(shape: tuple) -> str:

@@ -13,6 +13,7 @@ import torch.utils._pytree as pytree
 from onnx import numpy_helper
 from torch import nn
 
+from .._checks import check_model, check_opset, check_path
 from .._errors import ExportError
 from ..capture import Captured, TensorSpec, unwrap_parallel
 from ..export import DEFAULT_OPSET, lower, save_model
@@ -26,8 +27,13 @@ METADATA_KEY = "fxonnx.training"
 
 def _as_tuple(x: Any, what: str) -> tuple[torch.Tensor, ...]:
     items = tuple(x) if isinstance(x, (tuple, list)) else (x,)
-    if not all(isinstance(t, torch.Tensor) for t in items):
-        raise ExportError(f"{what} must be a tensor or a tuple of tensors")
+    bad = [type(t).__name__ for t in items if not isinstance(t, torch.Tensor)]
+    if bad or not items:
+        got = bad[0] if bad else "nothing"
+        raise ExportError(
+            f"{what} must be a tensor or a tuple of tensors, got {got}",
+            hint="convert numpy arrays with torch.from_numpy(...)",
+        )
     return items
 
 
@@ -111,6 +117,16 @@ def export_training(
     model, unwrapped = unwrap_parallel(model)
     if unwrapped:
         log.info("fxonnx: %s", unwrapped)
+    check_model(model)
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(outputs, *targets), not {type(loss_fn).__name__}",
+        )
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"lr must be a number, not {type(lr).__name__} {lr!r}")
+    check_opset(opset)
+    if path is not None:
+        check_path(path)
     opt = make_optimizer(optimizer, **hyper)
     xs, ts = _as_tuple(inputs, "inputs"), _as_tuple(targets, "targets")
     joint = trace_joint(

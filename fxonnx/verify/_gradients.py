@@ -28,6 +28,8 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from .._checks import check_entry
+from .._errors import VerificationError
 from ..capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from ._compare import compare, tolerance
 from ._report import Check, Report
@@ -95,7 +97,14 @@ def _scalar(
     outs: list[torch.Tensor], structured: Any, loss: Callable | None, cotangents: list
 ) -> torch.Tensor:
     if loss is not None:
-        return loss(structured)
+        value = loss(structured)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"loss(outputs) must return a scalar (0-d) tensor, got {shape}; "
+                "reduce it, e.g. loss=lambda out: out.sum()"
+            )
+        return value
     total = sum(
         (o * c).sum() for o, c in zip(outs, cotangents, strict=True) if o.is_floating_point()
     )
@@ -129,7 +138,14 @@ def _grad_checks(
         new_leaves.append(leaf if isinstance(want, ConstantLeaf) else req_user[next(user_iter)])
     e_args, e_kwargs = pytree.tree_unflatten(new_leaves, spec)
     params = dict(m.named_parameters())
-    structured, outs = _eager_outputs(m, tuple(e_args), dict(e_kwargs))
+    try:
+        structured, outs = _eager_outputs(m, tuple(e_args), dict(e_kwargs))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise VerificationError(
+            f"the eager model failed on the example inputs: {type(e).__name__}: {first}",
+            hint="check the example inputs' dtypes and shapes against the model",
+        ) from e
     cot = [
         torch.randn(o.shape, generator=gen, dtype=o.dtype) if o.is_floating_point() else None
         for o in outs
@@ -266,6 +282,11 @@ def check_gradients(
     from ..passes import chooses
     from ._directional import directional_checks
 
+    check_entry(model, args, kwargs)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, not {dtype!r}")
+    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 0:
+        raise ValueError(f"directions must be an int >= 0 (0 skips them), not {directions!r}")
     if not isinstance(args, tuple):
         args = (args,)
     kwargs = dict(kwargs or {})

@@ -221,3 +221,20 @@ def test_tensor_arithmetic_with_symbolic_scalars_keeps_the_dims() -> None:
     for shape in [(3, 5), (1, 17)]:
         x = torch.randn(shape)
         torch.testing.assert_close(cm(x), model(x))
+
+
+class SqueezeAll(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 2).squeeze()
+
+
+def test_squeeze_over_a_dynamic_dim_is_refused_or_made_static() -> None:
+    with pytest.raises(fxonnx.ExportError, match=r"(?s)squeeze over dim\(s\) \[0\].*dynamic"):
+        fxonnx.export(SqueezeAll(), (torch.randn(3, 1, 4),), dynamic_dims={"x": {0: "b"}})
+    # the default asks for the batch: the graph is exported static and says why
+    with pytest.warns(UserWarning, match="dims are static: .*squeeze"):
+        cm = fxonnx.compile(SqueezeAll(), (torch.randn(1, 1, 4),), provider="cpu")
+    assert not cm.captured.shapes.dynamic
+    assert any("squeeze over dim" in n for n in cm.report.notes)
+    x = torch.randn(1, 1, 4)
+    torch.testing.assert_close(cm(x), SqueezeAll()(x))

@@ -46,7 +46,7 @@ CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
     "flatten_unflatten": (lambda x: x.flatten(1).unflatten(1, (2, 12)), _x),
     "flatten_all": (lambda x: x.flatten().sum(), _x),
     "permute_transpose_t": (lambda x: x.permute(2, 0, 1).transpose(0, 2)[..., 0].t(), _x),
-    "squeeze_unsqueeze": (lambda x: x.unsqueeze(1).unsqueeze(-1).squeeze(-1).squeeze(), _x),
+    "squeeze_unsqueeze": (lambda x: x.unsqueeze(1).unsqueeze(-1).squeeze(-1).squeeze(1), _x),
     "expand": (lambda x: x[:, :1].expand(-1, 4, 6) + x[:1].expand(x.size(0), 4, 6), _x),
     "repeat": (lambda x: x.repeat(1, 2, 1) + x.repeat(1, 2, 1), _x),
     "cat_stack_promote": (

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..._errors import ExportError
+from ..._errors import DynamicDimError, ExportError
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
 from ._common import axes, promoted
@@ -137,10 +137,18 @@ def unsqueeze(ctx: LowerCtx) -> Value:
 @lowers(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default)
 def squeeze(ctx: LowerCtx) -> Value:
     """squeeze(Tensor(a) self, int[]? dim) -> Tensor(a): only dims of size 1 go; torch leaves
-    others alone (a dynamic dim was not 1 when traced, so it stays)."""
+    others alone. A dynamic dim among the candidates is refused: eager drops it exactly when its
+    runtime size is 1, which changes the output's rank, and an ONNX graph has one rank."""
     shape = ctx.static_shape(ctx.arg(0))
     dims = ctx.arg(1) if ctx.node.target != aten.squeeze.default else None
     chosen = axes(dims, len(shape)) if dims is not None else range(len(shape))
+    dynamic = [d for d in chosen if shape[d] is None]
+    if dynamic:
+        raise DynamicDimError(
+            f"{ctx.node.name}: squeeze over dim(s) {dynamic}, whose size is dynamic: eager drops "
+            "such a dim only when it is 1 at run time, so the output's rank would depend on it",
+            hint="squeeze only static dims (x.squeeze(2)), or make that dim static (dynamic_dims)",
+        )
     ones = [d for d in chosen if shape and shape[d] == 1]
     if not ones:
         return ctx.input(0)
