@@ -42,19 +42,21 @@ def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 def sgd_step_matches(model: torch.nn.Module, inputs: Sequence[torch.Tensor], lr: float = 0.1):
     """One SGD step through ``torch.compile(backend="fxonnx")`` against the same step in eager
-    autograd. The reference is eager in float64: on deep train-mode batch-norm stacks eager
-    fp32 itself is 1e-3 (relative to the largest gradient) away from the exact gradients,
-    ten times check_gradients' fp32 tolerance. Gradients must agree within that tolerance
-    (rtol 1e-4, atol = rtol * the largest gradient, as fxonnx.check_gradients), and so must
-    the parameters after the step."""
+    autograd in float64 (the exact gradients). Gradients must agree within check_gradients'
+    fp32 tolerance (rtol 1e-4, atol = rtol * the largest gradient), widened to twice eager
+    fp32's own distance from the exact gradients where eager fp32 itself misses it (deep
+    train-mode batch-norm stacks at batch 2: mobilenet_v2's eager fp32 gradients are 3e-3 of
+    the largest gradient away); the parameters after the step within lr times that."""
     model = no_dropout(model)
     exact = copy.deepcopy(model).double()
+    eager32 = copy.deepcopy(model)
     compiled_model = copy.deepcopy(model)
     compiled = torch.compile(compiled_model, backend="fxonnx")
     opt = torch.optim.SGD(compiled_model.parameters(), lr=lr)
     opt_exact = torch.optim.SGD(exact.parameters(), lr=lr)
     wide = [t.double() if t.is_floating_point() else t for t in inputs]
     loss_of(exact(*wide)).backward()
+    loss_of(eager32(*inputs)).backward()
     loss = loss_of(compiled(*inputs))
     loss.backward()
     params = dict(compiled_model.named_parameters())
@@ -63,6 +65,9 @@ def sgd_step_matches(model: torch.nn.Module, inputs: Sequence[torch.Tensor], lr:
     assert set(grads) == {k for k, p in params.items() if p.grad is not None}
     rtol = tolerance(torch.float32)[0]
     atol = rtol * max(float(g.abs().max()) for g in grads.values())
+    own = dict(eager32.named_parameters())
+    eager_err = max(float((own[k].grad.double() - g).abs().max()) for k, g in grads.items())
+    atol = max(atol, 2 * eager_err)
     for k, g in grads.items():
         check = compare(f"grad {k}", g.float(), params[k].grad, kind="grad", rtol=rtol, atol=atol)
         assert check.ok, check
