@@ -10,6 +10,7 @@ once per graph), the rest runs in torch.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,11 @@ class Stats:
     graphs: list[GraphRecord] = field(default_factory=list)
     noted: set[str] = field(default_factory=set)
     compiled: int = 0  # graphs compiled so far: the next graph's number
+    live: list[weakref.ref] = field(default_factory=list)  # the OnnxPartitions made
+
+    def partitions(self) -> list[Any]:
+        """The OnnxPartitions made since the last reset that are still in use."""
+        return [p for p in (r() for r in self.live) if p is not None]
 
 
 STATS = Stats()
@@ -63,6 +69,7 @@ def stats() -> Stats:
 def reset_stats() -> None:
     STATS.sessions = 0
     STATS.compiled = 0
+    STATS.live.clear()
     STATS.graphs.clear()
     STATS.noted.clear()
 
@@ -107,8 +114,10 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
     for sub_name in parts.partitions:
         built = make_partition(getattr(parts.gm, sub_name), f"{name}.{sub_name}", options)
         STATS.sessions += len(built.sessions)
+        STATS.live += [weakref.ref(p) for p in built.sessions]
         names += [p.name for p in built.sessions]
         notes += built.notes
+        delattr(parts.gm, sub_name)  # an OnnxPartition is a plain callable, not a child module
         setattr(parts.gm, sub_name, built.module)
     parts.gm.recompile()
     fresh = [op for op in parts.unsupported if op not in STATS.noted]

@@ -97,12 +97,12 @@ def captured_of(gm: fx.GraphModule) -> Captured:
     )
 
 
-class OnnxPartition(torch.nn.Module):
+class OnnxPartition:
     """Called like the fused fx submodule it replaces; runs it in onnxruntime. ``verify``
-    compares the first call with the submodule run in torch."""
+    compares the first call with the submodule run in torch. A plain callable, not an
+    nn.Module: Module.__call__'s hook machinery costs as much as a small session run."""
 
     def __init__(self, sub: fx.GraphModule, name: str, options: Options) -> None:
-        super().__init__()
         self.name = name
         self.options = options
         self.torch_module = sub
@@ -133,23 +133,42 @@ class OnnxPartition(torch.nn.Module):
             for o in pytree.tree_leaves(out_node.args[0])
         ]
         self._single = not isinstance(out_node.args[0], (tuple, list))
+        self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
+        self._views: list[Any] = [None] * len(self._in_names)
 
-    def forward(self, *args: Any) -> Any:
+    def __call__(self, *args: Any) -> Any:
         if self.session.on_cuda:
             outs = self._run_bound(args)
         else:
+            # CPU tensors go in as numpy views of their memory and come out as torch views
+            # of onnxruntime's arrays: no copies (a non-contiguous input is made contiguous).
+            # The weights are the same tensors every call (updated in place by optimizers):
+            # their views are kept while the tensor and its storage are the same.
             feeds = {}
-            for name, kind, a in zip(self._in_names, self._in_kinds, args, strict=True):
-                if kind == _TENSOR:
-                    a = a.detach()
-                    feeds[name] = (a if a.is_contiguous() else a.contiguous()).numpy()
-                else:
+            cache = self._views
+            for i, (name, kind, a) in enumerate(
+                zip(self._in_names, self._in_kinds, args, strict=True)
+            ):
+                if kind != _TENSOR:
                     feeds[name] = np.array([int(a)], dtype=np.int64)
+                    continue
+                held = cache[i]
+                if held is not None and held[0] is a and held[1] == a.data_ptr():
+                    feeds[name] = held[2]
+                    continue
+                t = a.detach() if a.requires_grad else a
+                view = (t if t.is_contiguous() else t.contiguous()).numpy()
+                if isinstance(a, torch.nn.Parameter):
+                    cache[i] = (a, a.data_ptr(), view)
+                feeds[name] = view
             arrays = self._ort.run(self._out_names, feeds)
-            outs = [
-                torch.from_numpy(o) if kind == _TENSOR else int(o.reshape(-1)[0])
-                for o, kind in zip(arrays, self._out_kinds, strict=True)
-            ]
+            if self._all_tensors:
+                outs = [torch.from_numpy(o) for o in arrays]
+            else:
+                outs = [
+                    torch.from_numpy(o) if kind == _TENSOR else int(o.reshape(-1)[0])
+                    for o, kind in zip(arrays, self._out_kinds, strict=True)
+                ]
         if not self.verified:
             self._verify(args, outs)
         return outs[0] if self._single else tuple(outs)
@@ -197,7 +216,7 @@ class Built:
     """A partition as built: the module to call, the sessions created, notes on what fell
     back to torch."""
 
-    module: torch.nn.Module
+    module: Any  # an OnnxPartition, or an fx.GraphModule run in torch
     sessions: list[OnnxPartition] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -225,6 +244,7 @@ def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int 
         inner = split(sub, exclude=frozenset({bad}))
         for i, sub_name in enumerate(inner.partitions):
             child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
+            delattr(inner.gm, sub_name)
             setattr(inner.gm, sub_name, child.module)
             built.sessions += child.sessions
             built.notes += child.notes

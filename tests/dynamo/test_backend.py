@@ -190,3 +190,17 @@ def test_refused_node_is_split_out_not_the_whole_graph():
     bw = next(g for g in fd.stats().graphs if g.name.endswith("backward"))
     assert any("gradients of transposed convolutions" in n for n in bw.notes), bw.notes
     assert bw.partitions, bw  # the rest of the backward still runs in onnxruntime
+
+
+def test_weights_changed_between_calls_are_seen():
+    """The partition keeps numpy views of the weights: an in-place update and a replaced
+    storage (``.data = ...``) must both reach onnxruntime."""
+    m = Small().eval()
+    compiled = torch.compile(m, backend="fxonnx")
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        assert_outputs_match(m(x), compiled(x))
+        m.fc2.weight.mul_(-2.0)
+        assert_outputs_match(m(x), compiled(x))
+        m.fc1.weight.data = torch.randn(16, 8)
+        assert_outputs_match(m(x), compiled(x))
