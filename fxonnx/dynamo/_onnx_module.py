@@ -21,7 +21,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
-from .._errors import FxonnxError
+from .._errors import ExportError, RuntimeSessionError
 from ..capture import Captured, Shapes, TensorSpec
 from ..export import lower
 from ..runtime import Session
@@ -234,7 +234,7 @@ def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int 
         with unset_fake_temporarily():
             part = OnnxPartition(sub, name, options)
         return Built(part, [part])
-    except FxonnxError as e:
+    except (ExportError, RuntimeSessionError) as e:  # lowering problems; config errors propagate
         bad = _culprit(sub, e)
         first = str(e).splitlines()[0]
         if bad is None or depth >= 16:

@@ -56,4 +56,8 @@ class Options:
                 f"options['opset'] is {opts.opset}",
                 hint=f"choose an opset from {MIN_OPSET} to {MAX_OPSET}",
             )
+        if opts.passes != "none" or opts.skip:
+            from ..passes import resolve
+
+            resolve(opts.passes, opts.skip)  # an unknown pass name: PassError, naming it
         return opts

@@ -204,3 +204,23 @@ def test_weights_changed_between_calls_are_seen():
         assert_outputs_match(m(x), compiled(x))
         m.fc1.weight.data = torch.randn(16, 8)
         assert_outputs_match(m(x), compiled(x))
+
+
+def test_passes_option_runs_the_pipeline_on_each_partition():
+    m = Small().eval()
+    compiled = torch.compile(m, backend="fxonnx", options={"passes": "default", "verify": True})
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert_outputs_match(m(x), compiled(x))
+    assert fd.stats().sessions == 1
+
+
+def test_unknown_pass_name_is_a_pass_error():
+    from fxonnx import PassError
+
+    compiled = torch.compile(Small(), backend="fxonnx", options={"passes": ["no_such_pass"]})
+    with pytest.raises(Exception) as info, torch.no_grad():
+        compiled(torch.randn(2, 8))
+    err = getattr(info.value, "inner_exception", info.value)
+    assert isinstance(err, PassError), info.value
+    assert "no_such_pass" in str(err)
