@@ -172,9 +172,9 @@ def overhead(args: argparse.Namespace) -> list[str]:
     floor = torch.compile(copy.deepcopy(model), backend="aot_eager")
     _call(floor, x)
     # the partition's inputs, in order: what aot passes (weights and the input)
-    params = [p.detach() for p in model.parameters()]
+    params = list(model.parameters())  # what aot_autograd passes: the Parameters themselves
     ordered = _partition_args(part, params, x)
-    np_feeds = {n: t.numpy() for n, t in zip(part._in_names, ordered, strict=True)}
+    np_feeds = {n: t.detach().numpy() for n, t in zip(part._in_names, ordered, strict=True)}
     ort_sess = part._ort
     names = part._out_names
 
@@ -232,12 +232,16 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--no-inductor", dest="inductor", action="store_false")
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
+    p.add_argument("--overhead-only", action="store_true", help="only the call-overhead table")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     fd.register()
     batches = [int(b) for b in args.batches.split(",")]
+    if args.overhead_only:
+        print("\n".join(overhead(args)))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("## Inference (ms per call, median; speed-up vs eager)\n")
     print(
