@@ -1,0 +1,204 @@
+"""``torch.compile(model, backend="fxonnx")``: dynamo -> aot_autograd -> partitions in
+onnxruntime.
+
+aot_autograd hands over the forward graph (and, when something requires grad, the backward
+graph) as functional ATen graphs whose weights are inputs. Each is split by the lowering
+table: the supported regions become ``OnnxPartition``s (one onnxruntime session each, made
+once per graph), the rest runs in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from .._errors import FxonnxError
+from ..export.ops.backward import TRAINING_META
+from ._onnx_module import make_partition
+from ._options import Options
+from ._partition import split
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class GraphRecord:
+    """What the backend did with one aot graph: its name (``graph3.forward``), the partitions
+    run in onnxruntime, how many compute nodes went where, the ops left to torch, notes."""
+
+    name: str
+    partitions: tuple[str, ...]
+    onnx_nodes: int
+    torch_nodes: int
+    unsupported: tuple[str, ...]
+    notes: tuple[str, ...]
+    ms: float
+
+
+@dataclass
+class Stats:
+    """Process-wide counters of the backend (tests and the benchmark read them)."""
+
+    sessions: int = 0
+    graphs: list[GraphRecord] = field(default_factory=list)
+    noted: set[str] = field(default_factory=set)
+    compiled: int = 0  # graphs compiled so far: the next graph's number
+    live: list[weakref.ref] = field(default_factory=list)  # the OnnxPartitions made
+
+    def partitions(self) -> list[Any]:
+        """The OnnxPartitions made since the last reset that are still in use."""
+        return [p for p in (r() for r in self.live) if p is not None]
+
+
+STATS = Stats()
+
+
+def stats() -> Stats:
+    """The backend's counters: ``sessions`` (onnxruntime sessions created), ``graphs`` (one
+    ``GraphRecord`` per compiled aot graph)."""
+    return STATS
+
+
+def reset_stats() -> None:
+    STATS.sessions = 0
+    STATS.compiled = 0
+    STATS.live.clear()
+    STATS.graphs.clear()
+    STATS.noted.clear()
+
+
+def _decompositions() -> dict[Any, Callable]:
+    """Decompositions applied while aot_autograd traces: the fused CPU attention kernel (no
+    rule) into matmuls and softmax, where it is reached directly."""
+    from torch._decomp import get_decompositions
+
+    return get_decompositions([aten._scaled_dot_product_flash_attention_for_cpu.default])
+
+
+def _canonicalize(gm: fx.GraphModule) -> None:
+    """``_unsafe_index`` (what nearest upsampling decomposes to) is ``index`` without the
+    bounds check; the table lowers ``index``."""
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is aten._unsafe_index.Tensor:
+            node.target = aten.index.Tensor
+    gm.recompile()
+
+
+def _mark_functional_batch_norm(gm: fx.GraphModule) -> None:
+    """Train-mode batch norm in an aot graph is functional: its new running stats are graph
+    outputs that aot_autograd writes back into the buffers, so it may be lowered."""
+    for node in gm.graph.nodes:
+        if node.target is aten._native_batch_norm_legit_functional.default:
+            node.meta[TRAINING_META] = True
+
+
+def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
+    """Partition ``gm`` and put an onnxruntime session behind every supported region."""
+    import time
+
+    t0 = time.perf_counter()
+    name = f"graph{STATS.compiled}.{kind}"
+    STATS.compiled += 1
+    _canonicalize(gm)
+    _mark_functional_batch_norm(gm)
+    parts = split(gm)
+    notes: list[str] = []
+    names = []
+    for sub_name in parts.partitions:
+        built = make_partition(getattr(parts.gm, sub_name), f"{name}.{sub_name}", options)
+        STATS.sessions += len(built.sessions)
+        STATS.live += [weakref.ref(p) for p in built.sessions]
+        names += [p.name for p in built.sessions]
+        notes += built.notes
+        delattr(parts.gm, sub_name)  # an OnnxPartition is a plain callable, not a child module
+        setattr(parts.gm, sub_name, built.module)
+    parts.gm.recompile()
+    fresh = [op for op in parts.unsupported if op not in STATS.noted]
+    if parts.unsupported:
+        notes.insert(
+            0,
+            f"fxonnx: no ONNX lowering for {', '.join(parts.unsupported)}; these ops run in torch",
+        )
+    if fresh:
+        STATS.noted.update(fresh)
+        log.warning("fxonnx: no ONNX lowering for %s; these ops run in torch", ", ".join(fresh))
+    for note in notes[1 if parts.unsupported else 0 :]:
+        log.warning("fxonnx: %s", note)
+    record = GraphRecord(
+        name,
+        tuple(names),
+        parts.onnx_nodes,
+        parts.torch_nodes,
+        parts.unsupported,
+        tuple(notes),
+        (time.perf_counter() - t0) * 1e3,
+    )
+    STATS.graphs.append(record)
+    log.info(
+        "fxonnx: %s: %d partition(s) in onnxruntime (%d nodes), %d node(s) in torch",
+        name,
+        len(names),
+        parts.onnx_nodes,
+        parts.torch_nodes,
+    )
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    return make_boxed_func(parts.gm.forward)
+
+
+def backend(
+    gm: fx.GraphModule,
+    example_inputs: Sequence[Any],
+    options: dict[str, Any] | None = None,
+    **unknown: Any,
+) -> Callable:
+    """The dynamo backend ``"fxonnx"``: ``torch.compile(m, backend="fxonnx", options={...})``
+    (see ``Options`` for the option names)."""
+    if unknown:
+        raise FxonnxError(
+            f"backend='fxonnx' does not take {sorted(unknown)}",
+            hint='pass its settings as options={"provider": ..., "verify": ...}',
+        )
+    opts = Options.parse(options)
+    from functools import partial
+
+    from torch._dynamo.backends.common import aot_autograd
+
+    aot = aot_autograd(
+        fw_compiler=partial(_aot_compiler, kind="forward", options=opts),
+        bw_compiler=partial(_aot_compiler, kind="backward", options=opts),
+        inference_compiler=partial(_aot_compiler, kind="inference", options=opts),
+        decompositions=_decompositions(),
+    )
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # aot_autograd traces forward and backward here: attention traced as torch's math
+    # implementation becomes matmuls and softmax, and its backward their gradients (the
+    # fused CPU kernel's backward has no rule; its decomposed forward would not feed it)
+    with sdpa_kernel([SDPBackend.MATH]):
+        return aot(gm, example_inputs)
+
+
+def _aot_compiler(
+    gm: fx.GraphModule, example_inputs: Sequence[Any], *, kind: str, options: Options
+) -> Callable:
+    return compile_graph(gm, kind, options)
+
+
+def register() -> None:
+    """Make ``backend="fxonnx"`` known to torch without the installed entry point (a source
+    checkout on ``PYTHONPATH``); a no-op when the name is already known."""
+    from torch._dynamo.backends.registry import lookup_backend, register_backend
+    from torch._dynamo.exc import InvalidBackend
+
+    try:
+        lookup_backend("fxonnx")
+    except InvalidBackend:
+        register_backend(backend, name="fxonnx")

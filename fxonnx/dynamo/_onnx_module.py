@@ -1,0 +1,253 @@
+"""One partition of a dynamo graph lowered to ONNX and run in an onnxruntime session.
+
+The partition's placeholders carry fake tensors (dims: SymInts of dynamo's ``ShapeEnv``) and
+SymInt sizes; they become a ``Captured`` graph whose tensor inputs keep their symbols as
+``dim_param``s (``s0``) and whose SymInt inputs are int64 ``[1]`` tensors, the form SymInt
+values take in lowering. The session is created once, at compile time: a new size inside
+dynamo's guards runs the same session.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+import torch.utils._pytree as pytree
+from torch import fx
+
+from .._errors import ExportError, RuntimeSessionError
+from ..capture import Captured, Shapes, TensorSpec
+from ..export import lower
+from ..runtime import Session
+from ..verify import Report
+from ..verify._compare import compare
+from ._options import Options
+from ._partition import op_name
+
+log = logging.getLogger(__name__)
+
+_TENSOR, _INT = 0, 1
+
+
+def _ident(name: str) -> str:
+    name = re.sub(r"\W", "_", name)
+    return name if name and not name[0].isdigit() else f"_{name}"
+
+
+def _symbols_of(vals: list[Any]) -> tuple[Any, dict[sympy.Symbol, sympy.Symbol]]:
+    """The ShapeEnv of the traced values and a printed name (its own: ``s0``) per symbol."""
+    env = None
+    printed: dict[sympy.Symbol, sympy.Symbol] = {}
+
+    def visit(size: Any) -> None:
+        nonlocal env
+        if isinstance(size, torch.SymInt):
+            node = size.node
+            env = env or node.shape_env
+            for sym in node.expr.free_symbols:
+                printed.setdefault(sym, sympy.Symbol(str(sym), integer=True, positive=True))
+
+    for v in vals:
+        if isinstance(v, torch.Tensor):
+            for d in v.shape:
+                visit(d)
+        else:
+            visit(v)
+    return env, printed
+
+
+def _spec(name: str, kind: str, val: Any, shapes: Shapes) -> TensorSpec:
+    if isinstance(val, torch.Tensor):
+        return TensorSpec(name, kind, tuple(shapes.dim(d) for d in val.shape), val.dtype)  # type: ignore[arg-type]
+    return TensorSpec(name, kind, (1,), torch.int64)  # type: ignore[arg-type]
+
+
+def captured_of(gm: fx.GraphModule) -> Captured:
+    """The partition as a Captured graph: every placeholder a user input (the weights are
+    inputs too: dynamo lifts them), every output a named tensor."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    outs = pytree.tree_leaves(out_node.args[0])
+    vals = [n.meta.get("val") for n in placeholders] + [o.meta.get("val") for o in outs]
+    env, printed = _symbols_of(vals)
+    shapes = Shapes(requested="explicit", env=env, printed=printed)
+    inputs = tuple(_spec(_ident(n.name), "input", n.meta["val"], shapes) for n in placeholders)
+    outputs = tuple(
+        _spec(f"out{i}_{_ident(o.name)}", "output", o.meta["val"], shapes)
+        for i, o in enumerate(outs)
+    )
+    empty = pytree.tree_flatten(((), {}))[1]
+    return Captured(
+        gm=gm,
+        inputs=inputs,
+        outputs=outputs,
+        state={},
+        in_spec=empty,
+        leaves=inputs,
+        out_spec=empty,
+        out_leaves=outputs,
+        shapes=shapes,
+        method="dynamo",
+    )
+
+
+class OnnxPartition:
+    """Called like the fused fx submodule it replaces; runs it in onnxruntime. ``verify``
+    compares the first call with the submodule run in torch. A plain callable, not an
+    nn.Module: Module.__call__'s hook machinery costs as much as a small session run."""
+
+    def __init__(self, sub: fx.GraphModule, name: str, options: Options) -> None:
+        self.name = name
+        self.options = options
+        self.torch_module = sub
+        self.verified = not options.verify
+        t0 = time.perf_counter()
+        captured = captured_of(sub)
+        if options.passes != "none" or options.skip:
+            from ..passes import run_passes
+
+            captured, _ = run_passes(captured, options.passes, options.skip, opset=options.opset)
+        self.onnx_model = lower(captured, opset=options.opset, graph_name=_ident(name))
+        self.session = Session(
+            self.onnx_model.SerializeToString(),
+            provider=options.provider,
+            threads=options.threads,
+        )
+        self.ms = (time.perf_counter() - t0) * 1e3
+        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
+        self._in_names = [s.name for s in captured.inputs]
+        placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+        self._in_kinds = [
+            _TENSOR if isinstance(n.meta["val"], torch.Tensor) else _INT for n in placeholders
+        ]
+        self._out_names = [s.name for s in captured.outputs]
+        out_node = next(n for n in sub.graph.nodes if n.op == "output")
+        self._out_kinds = [
+            _TENSOR if isinstance(o.meta["val"], torch.Tensor) else _INT
+            for o in pytree.tree_leaves(out_node.args[0])
+        ]
+        self._single = not isinstance(out_node.args[0], (tuple, list))
+        self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
+        self._views: list[Any] = [None] * len(self._in_names)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.session.on_cuda:
+            outs = self._run_bound(args)
+        else:
+            # CPU tensors go in as numpy views of their memory and come out as torch views
+            # of onnxruntime's arrays: no copies (a non-contiguous input is made contiguous).
+            # The weights are the same tensors every call (updated in place by optimizers):
+            # their views are kept while the tensor and its storage are the same.
+            feeds = {}
+            cache = self._views
+            for i, (name, kind, a) in enumerate(
+                zip(self._in_names, self._in_kinds, args, strict=True)
+            ):
+                if kind != _TENSOR:
+                    feeds[name] = np.array([int(a)], dtype=np.int64)
+                    continue
+                held = cache[i]
+                if held is not None and held[0] is a and held[1] == a.data_ptr():
+                    feeds[name] = held[2]
+                    continue
+                t = a.detach() if a.requires_grad else a
+                view = (t if t.is_contiguous() else t.contiguous()).numpy()
+                if isinstance(a, torch.nn.Parameter):
+                    cache[i] = (a, a.data_ptr(), view)
+                feeds[name] = view
+            arrays = self._ort.run(self._out_names, feeds)
+            if self._all_tensors:
+                outs = [torch.from_numpy(o) for o in arrays]
+            else:
+                outs = [
+                    torch.from_numpy(o) if kind == _TENSOR else int(o.reshape(-1)[0])
+                    for o, kind in zip(arrays, self._out_kinds, strict=True)
+                ]
+        if not self.verified:
+            self._verify(args, outs)
+        return outs[0] if self._single else tuple(outs)
+
+    def _run_bound(self, args: tuple) -> list[Any]:
+        tensors = [
+            a if kind == _TENSOR else torch.tensor([int(a)], dtype=torch.int64)
+            for a, kind in zip(args, self._in_kinds, strict=True)
+        ]
+        if any(t.is_cuda for t in tensors):
+            device = next(t.device for t in tensors if t.is_cuda)
+            tensors = [t.to(device) for t in tensors]
+        raw = self.session.run_torch(tensors)
+        return [
+            o if kind == _TENSOR else int(o.reshape(-1)[0])
+            for o, kind in zip(raw, self._out_kinds, strict=True)
+        ]
+
+    def _verify(self, args: tuple, outs: list[Any]) -> None:
+        self.verified = True
+        want = self.torch_module(*args)
+        want = list(want) if isinstance(want, (tuple, list)) else [want]
+        checks = []
+        for name, w, g in zip(self._out_names, want, outs, strict=True):
+            if isinstance(w, torch.Tensor):
+                checks.append(compare(f"{self.name} {name}", w, g))
+            else:
+                checks.append(compare(f"{self.name} {name}", torch.tensor(w), torch.tensor(g)))
+        Report(checks=tuple(checks)).raise_if_failed(f"fxonnx partition {self.name}")
+
+
+def _culprit(sub: fx.GraphModule, error: Exception) -> str | None:
+    """The node a lowering error names (rules start their messages with the node's name)."""
+    text = str(error)
+    for node in sub.graph.nodes:
+        if node.op == "call_function" and (
+            text.startswith(f"{node.name}:") or text.startswith(f"lowering {node.name} (")
+        ):
+            return node.name
+    return None
+
+
+@dataclass
+class Built:
+    """A partition as built: the module to call, the sessions created, notes on what fell
+    back to torch."""
+
+    module: Any  # an OnnxPartition, or an fx.GraphModule run in torch
+    sessions: list[OnnxPartition] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int = 0) -> Built:
+    """An OnnxPartition for ``sub``. When a rule refuses one of its nodes (an op variant the
+    table does not lower: the gradient of a transposed convolution), that node stays in
+    torch and the rest of ``sub`` is partitioned again around it."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    from ._partition import split
+
+    try:
+        # aot_autograd calls the compiler inside its fake mode: constants must be real
+        with unset_fake_temporarily():
+            part = OnnxPartition(sub, name, options)
+        return Built(part, [part])
+    except (ExportError, RuntimeSessionError) as e:  # lowering problems; config errors propagate
+        bad = _culprit(sub, e)
+        first = str(e).splitlines()[0]
+        if bad is None or depth >= 16:
+            return Built(sub, [], [f"partition {name} runs in torch: {first}"])
+        target = next(n.target for n in sub.graph.nodes if n.name == bad)
+        built = Built(sub, [], [f"{bad} ({op_name(target)}) runs in torch: {first}"])
+        inner = split(sub, exclude=frozenset({bad}))
+        for i, sub_name in enumerate(inner.partitions):
+            child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
+            delattr(inner.gm, sub_name)
+            setattr(inner.gm, sub_name, child.module)
+            built.sessions += child.sessions
+            built.notes += child.notes
+        inner.gm.recompile()
+        built.module = inner.gm
+        return built

@@ -1,0 +1,63 @@
+"""The ``options={...}`` of ``torch.compile(m, backend="fxonnx", options=...)``, checked."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .._errors import FxonnxError
+from ..export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+
+@dataclass(frozen=True)
+class Options:
+    """``provider``: "cpu", "cuda" or "auto"; ``verify``: compare each partition with eager on
+    its first call; ``passes``/``skip``: the ATen passes run on each partition ("none" by
+    default: onnxruntime optimizes the session itself, and the weights are graph inputs here,
+    so there is nothing for const_fold to bake); ``opset``; ``threads``: onnxruntime intra-op
+    threads (None: its default)."""
+
+    provider: str = "cpu"
+    verify: bool = False
+    passes: Any = "none"
+    skip: tuple[str, ...] = ()
+    opset: int = DEFAULT_OPSET
+    threads: int | None = None
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any] | None) -> Options:
+        if options is None:
+            return cls()
+        if not isinstance(options, Mapping):
+            raise FxonnxError(
+                f"backend='fxonnx' options must be a dict, not {type(options).__name__}",
+                hint='for example options={"provider": "cpu", "verify": True}',
+            )
+        known = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise FxonnxError(
+                    f"unknown option {key!r} for backend='fxonnx'",
+                    hint=f"{hint}known options: {', '.join(known)}",
+                )
+        opts = cls(**{**options, "skip": tuple(options.get("skip", ()))})
+        if opts.provider not in ("cpu", "cuda", "auto"):
+            raise FxonnxError(
+                f"options['provider'] is {opts.provider!r}", hint="use 'cpu', 'cuda' or 'auto'"
+            )
+        if not isinstance(opts.verify, bool):
+            raise FxonnxError(f"options['verify'] must be True or False, not {opts.verify!r}")
+        if not MIN_OPSET <= opts.opset <= MAX_OPSET:
+            raise FxonnxError(
+                f"options['opset'] is {opts.opset}",
+                hint=f"choose an opset from {MIN_OPSET} to {MAX_OPSET}",
+            )
+        if opts.passes != "none" or opts.skip:
+            from ..passes import resolve
+
+            resolve(opts.passes, opts.skip)  # an unknown pass name: PassError, naming it
+        return opts

@@ -1,0 +1,226 @@
+"""backend="fxonnx": registration, options, partitioning, graph breaks, notes, verification."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from dynamo_helpers import assert_outputs_match
+from torch import nn
+
+import fxonnx.dynamo as fd
+from fxonnx import FxonnxError, VerificationError
+from fxonnx.export._registry import RULES, rule_for
+
+aten = torch.ops.aten
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_pyproject_declares_the_entry_point():
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib is Python 3.11+")
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["torch_dynamo_backends"] == {"fxonnx": "fxonnx.dynamo:backend"}
+
+
+def test_registered_under_its_name():
+    assert "fxonnx" in torch._dynamo.list_backends()
+    from torch._dynamo.backends.registry import lookup_backend
+
+    assert lookup_backend("fxonnx") is fd.backend
+    fd.register()  # idempotent
+
+
+def test_small_model_runs_in_onnxruntime_and_matches():
+    m = Small().eval()
+    x = torch.randn(3, 8)
+    compiled = torch.compile(m, backend="fxonnx", options={"provider": "cpu", "verify": True})
+    with torch.no_grad():
+        assert_outputs_match(m(x), compiled(x))
+        assert_outputs_match(m(x + 1), compiled(x + 1))
+    stats = fd.stats()
+    assert stats.sessions == 1
+    (graph,) = stats.graphs
+    assert graph.torch_nodes == 0 and graph.onnx_nodes >= 3 and graph.unsupported == ()
+
+
+@pytest.mark.parametrize(
+    ("options", "text"),
+    [
+        ({"verfy": True}, "unknown option 'verfy'"),
+        ({"provider": "tpu"}, "options['provider'] is 'tpu'"),
+        ({"verify": "yes"}, "options['verify'] must be True or False"),
+        ({"opset": 3}, "options['opset'] is 3"),
+    ],
+)
+def test_bad_options_are_one_clear_error(options, text):
+    compiled = torch.compile(Small(), backend="fxonnx", options=options)
+    with pytest.raises(Exception) as info:
+        compiled(torch.randn(2, 8))
+    # dynamo wraps what a backend raises in BackendCompilerFailed, keeping it
+    err = getattr(info.value, "inner_exception", info.value)
+    assert isinstance(err, FxonnxError), info.value
+    assert text in str(err)
+
+
+def test_unknown_option_suggests_the_close_name():
+    with pytest.raises(FxonnxError, match="did you mean 'verify'"):
+        fd.Options.parse({"verfy": True})
+
+
+class WithBreaks(nn.Module):
+    """print() and .item() split the function into several dynamo graphs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.a(x))
+        print("fxonnx graph-break test")
+        scale = h.abs().max().item()
+        return self.b(h / scale) * 2
+
+
+def test_graph_breaks_keep_working(capsys):
+    m = WithBreaks()
+    x = torch.randn(4, 6)
+    compiled = torch.compile(m, backend="fxonnx", options={"verify": True})
+    want = m(x)
+    got = compiled(x)
+    assert_outputs_match(want, got)
+    assert capsys.readouterr().out.count("fxonnx graph-break test") == 2  # eager + compiled
+    assert len(fd.stats().graphs) >= 2, fd.stats().graphs  # the break made two graphs
+    assert fd.stats().sessions >= 2
+
+
+class WithUnsupported(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(5, 5), nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.special.erfcx(self.a(x)))
+
+
+def test_unsupported_op_stays_in_torch_with_one_note(caplog):
+    assert rule_for(aten.special_erfcx.default) is None, "pick another op without a rule"
+    m = WithUnsupported().eval()
+    compiled = torch.compile(m, backend="fxonnx", options={"verify": True})
+    with caplog.at_level(logging.WARNING, logger="fxonnx.dynamo"), torch.no_grad():
+        for n in (3, 3, 3):
+            x = torch.randn(n, 5)
+            assert_outputs_match(m(x), compiled(x))
+    text = "fxonnx: no ONNX lowering for aten.special_erfcx.default; these ops run in torch"
+    notes = [r.getMessage() for r in caplog.records if "no ONNX lowering" in r.getMessage()]
+    assert notes == [text]  # once, not per call
+    (graph,) = fd.stats().graphs
+    assert graph.unsupported == ("aten.special_erfcx.default",)
+    assert graph.notes[0] == text
+    assert len(graph.partitions) == 2 and graph.torch_nodes == 1  # linear | erfcx | linear
+
+
+def test_unsupported_op_trains_too():
+    m = WithUnsupported()
+    x = torch.randn(3, 5)
+    ref = WithUnsupported()
+    compiled = torch.compile(m, backend="fxonnx")
+    compiled(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    for (k, p), q in zip(m.named_parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5), k
+    kinds = sorted(g.name.split(".")[1] for g in fd.stats().graphs)
+    assert kinds == ["backward", "forward"]
+
+
+def test_verify_names_the_partition_and_output(monkeypatch):
+    from fxonnx.export._registry import _emit_as
+
+    monkeypatch.setitem(RULES, aten.relu.default, _emit_as("Abs"))  # a wrong lowering
+    compiled = torch.compile(Small().eval(), backend="fxonnx", options={"verify": True})
+    with pytest.raises(Exception) as info, torch.no_grad():
+        compiled(torch.randn(4, 8))
+    err = info.value
+    assert isinstance(err, VerificationError), info.value
+    assert "fxonnx partition graph0.inference.fused_0 differs from eager" in str(err)
+    assert "output graph0.inference.fused_0 out0_" in str(err)
+
+
+def test_without_verify_the_wrong_lowering_is_not_caught(monkeypatch):
+    """The check above is what catches it: verify is off by default (one extra eager run)."""
+    from fxonnx.export._registry import _emit_as
+
+    monkeypatch.setitem(RULES, aten.relu.default, _emit_as("Abs"))
+    m = Small().eval()
+    compiled = torch.compile(m, backend="fxonnx")
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), compiled(x))
+
+
+def test_refused_node_is_split_out_not_the_whole_graph():
+    """A rule that refuses one node (gradients of a transposed conv) leaves that node in
+    torch and the rest of its partition in onnxruntime."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 2, 2, 2))
+    eager = copy.deepcopy(m)
+    x = torch.randn(2, 2, 6, 6)
+    torch.compile(m, backend="fxonnx")(x).square().mean().backward()
+    eager(x).square().mean().backward()
+    for p, q in zip(m.parameters(), eager.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+    bw = next(g for g in fd.stats().graphs if g.name.endswith("backward"))
+    assert any("gradients of transposed convolutions" in n for n in bw.notes), bw.notes
+    assert bw.partitions, bw  # the rest of the backward still runs in onnxruntime
+
+
+def test_weights_changed_between_calls_are_seen():
+    """The partition keeps numpy views of the weights: an in-place update and a replaced
+    storage (``.data = ...``) must both reach onnxruntime."""
+    m = Small().eval()
+    compiled = torch.compile(m, backend="fxonnx")
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        assert_outputs_match(m(x), compiled(x))
+        m.fc2.weight.mul_(-2.0)
+        assert_outputs_match(m(x), compiled(x))
+        m.fc1.weight.data = torch.randn(16, 8)
+        assert_outputs_match(m(x), compiled(x))
+
+
+def test_passes_option_runs_the_pipeline_on_each_partition():
+    m = Small().eval()
+    compiled = torch.compile(m, backend="fxonnx", options={"passes": "default", "verify": True})
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert_outputs_match(m(x), compiled(x))
+    assert fd.stats().sessions == 1
+
+
+def test_unknown_pass_name_is_a_pass_error():
+    from fxonnx import PassError
+
+    compiled = torch.compile(Small(), backend="fxonnx", options={"passes": ["no_such_pass"]})
+    with pytest.raises(Exception) as info, torch.no_grad():
+        compiled(torch.randn(2, 8))
+    err = getattr(info.value, "inner_exception", info.value)
+    assert isinstance(err, PassError), info.value
+    assert "no_such_pass" in str(err)
