@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+import torch
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -63,6 +64,12 @@ class trace_budget(TorchDispatchMode):  # noqa: N801 - used as a context manager
         self.counts: Counter[str] = Counter()
         self.total = 0
         self._names = {id(m): name for name, m in model.named_modules()}
+
+    @classmethod
+    def is_infra_mode(cls) -> bool:
+        # like torch's own tracing modes: torch.cond then still lifts the tensors its branches
+        # close over (its dynamo path refuses to run under a user dispatch mode)
+        return True
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         # an op with one output per element of a dim (unbind) is as much work as that many ops,
@@ -153,3 +160,19 @@ def guarded_trace(model: nn.Module, limit: int | None = None) -> Iterator[trace_
             yield budget
     finally:
         logger.setLevel(level)
+
+
+def _pass_through(hop: Any) -> None:
+    """Let a higher-order op (``torch.cond``) through the budget's mode: the rule runs with the
+    mode popped and calls the op again for the modes below (tracing, fake tensors); the ops of
+    its branches are still counted when they are traced."""
+
+    @hop.py_impl(trace_budget)
+    def _rule(mode: trace_budget, *args: Any, **kwargs: Any) -> Any:
+        return hop(*args, **kwargs)
+
+
+for _name in ("cond", "while_loop"):
+    _hop = getattr(torch.ops.higher_order, _name, None)
+    if _hop is not None:
+        _pass_through(_hop)
