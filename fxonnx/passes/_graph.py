@@ -120,7 +120,8 @@ def erase_dead(node: fx.Node) -> None:
 
 
 def placeholder_specs(captured: Captured) -> dict[fx.Node, TensorSpec]:
-    nodes = [n for n in captured.gm.graph.nodes if n.op == "placeholder"]
+    # the graph's op index, not a walk over every node: passes call this per node
+    nodes = captured.gm.graph.find_nodes(op="placeholder")
     return dict(zip(nodes, captured.inputs, strict=True))
 
 
@@ -149,7 +150,7 @@ def add_constant(captured: Captured, tensor: torch.Tensor, hint: str) -> fx.Node
     while name in taken:
         i += 1
         name = f"{hint}_{i}"
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    placeholders = graph.find_nodes(op="placeholder")
     n_state = sum(1 for s in captured.inputs if s.kind != "input")
     if n_state < len(placeholders):
         where = graph.inserting_before(placeholders[n_state])  # before the first user input
