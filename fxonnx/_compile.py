@@ -94,12 +94,11 @@ class CompiledModel:
     def run_flat(self, args: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
         """The tensor outputs as a flat list (in ``output_names`` order)."""
         fast = self._fast
-        if not kwargs and len(args) == fast.n_inputs and _plain_tensors(args):
-            tensors: Any = args  # the compile-time structure: a flat tuple of tensors
-        else:
+        tensors: Any = args  # the compile-time structure: a flat tuple of tensors
+        if kwargs or len(args) != fast.n_inputs or not _plain_tensors(args):
             tensors = as_session_dtypes(self._flat_inputs(args, kwargs or {}), self.session)
-        shapes = self._output_shapes(tensors) if self.session.on_cuda else None
-        outs = self.session.run_torch(tensors, shapes)
+        session = self.session
+        outs = session.run_torch(tensors, self._output_shapes(tensors) if session.on_cuda else None)
         if fast.same_dtypes:
             return outs
         want = self.captured.outputs
@@ -107,9 +106,10 @@ class CompiledModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         outs = self.run_flat(args, kwargs)
-        if self._fast.out_kind == "leaf":
+        kind = self._fast.out_kind
+        if kind == "leaf":
             return outs[0]
-        if self._fast.out_kind == "tuple":
+        if kind == "tuple":
             return tuple(outs)
         outs = iter(outs)
         leaves = [

@@ -8,6 +8,7 @@ so no data goes through the host.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -201,15 +202,20 @@ class Session:
     ) -> list:
         """torch tensors in, torch tensors out. CUDA tensors on a CUDA session go through I/O
         binding; outputs land in torch CUDA tensors when ``output_shapes`` are known."""
-        import torch
-
-        self.check_torch(tensors)
+        from_numpy = sys.modules["torch"].from_numpy  # a tensor came in: torch is loaded
+        key = tuple([(t.dtype, t.shape, t.device) for t in tensors])
+        if key not in self._seen_torch:  # check_torch, inlined: this is the hot path
+            self.validate(tensors, [str(t.device) for t in tensors])
+            _remember(self._seen_torch, key)
         if self.on_cuda and any(t.is_cuda for t in tensors):
             return self._run_bound(tensors, output_shapes)
         # numpy views share the tensors' memory, and the outputs' arrays own onnxruntime's
         # result buffers, which torch.from_numpy keeps alive: no copy either way
-        arrays = [_host_array(t) for t in tensors]
-        return [torch.from_numpy(o) for o in self.run_checked(arrays)]
+        try:
+            arrays = [t.numpy() for t in tensors]
+        except (RuntimeError, TypeError):  # requires grad, or not on the CPU
+            arrays = [_host_array(t) for t in tensors]
+        return [from_numpy(o) for o in self.run_checked(arrays)]
 
     def _run_bound(self, tensors: Sequence[Any], output_shapes: Sequence[tuple] | None) -> list:
         import torch
