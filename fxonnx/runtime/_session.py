@@ -103,9 +103,9 @@ class Session:
         # value, so concurrent callers at worst validate the same signature twice
         self._seen_numpy: dict[tuple, bool] = {}
         self._seen_torch: dict[tuple, bool] = {}
-        # InferenceSession.run re-checks the feed names and OrtValue devices in Python (about
-        # 10 us); the feeds built here always carry exactly the graph's inputs as host arrays,
-        # so on the CPU the binding's run is called directly when this onnxruntime has it
+        # InferenceSession.run re-checks the feed names and OrtValue devices in Python (a few
+        # µs per call); the feeds built here always carry exactly the graph's inputs as host
+        # arrays, so on the CPU the binding's run is called directly when onnxruntime has it
         inner = getattr(self._session, "_sess", None)
         fast = getattr(inner, "run", None) if not self.on_cuda else None
         self._run = fast if callable(fast) else self._session.run
@@ -174,20 +174,13 @@ class Session:
             self.validate(arrays)
             _remember(self._seen_numpy, key)
 
-    def check_torch(self, tensors: Sequence[Any]) -> None:
-        """``validate`` (with devices) on a signature not seen before; a lookup otherwise."""
-        key = tuple([(t.dtype, t.shape, t.device) for t in tensors])
-        if key not in self._seen_torch:
-            self.validate(tensors, [str(t.device) for t in tensors])
-            _remember(self._seen_torch, key)
-
     # -- running ---------------------------------------------------------------------------
     def run_numpy(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.check_numpy(arrays)
         return self.run_checked(arrays)
 
     def run_checked(self, arrays: Sequence[Any]) -> list[np.ndarray]:
-        """Run host arrays that ``check_numpy``/``check_torch`` (or ``validate``) accepted."""
+        """Run host arrays that ``check_numpy`` (or ``validate``) accepted."""
         feeds = {
             n: np.asarray(a, order="C") for n, a in zip(self._input_names, arrays, strict=True)
         }
@@ -204,7 +197,7 @@ class Session:
         binding; outputs land in torch CUDA tensors when ``output_shapes`` are known."""
         from_numpy = sys.modules["torch"].from_numpy  # a tensor came in: torch is loaded
         key = tuple([(t.dtype, t.shape, t.device) for t in tensors])
-        if key not in self._seen_torch:  # check_torch, inlined: this is the hot path
+        if key not in self._seen_torch:  # a new signature: the full check, once
             self.validate(tensors, [str(t.device) for t in tensors])
             _remember(self._seen_torch, key)
         if self.on_cuda and any(t.is_cuda for t in tensors):
@@ -214,7 +207,7 @@ class Session:
         try:
             arrays = [t.numpy() for t in tensors]
         except (RuntimeError, TypeError):  # requires grad, or not on the CPU
-            arrays = [_host_array(t) for t in tensors]
+            arrays = [t.detach().cpu().numpy() for t in tensors]
         return [from_numpy(o) for o in self.run_checked(arrays)]
 
     def _run_bound(self, tensors: Sequence[Any], output_shapes: Sequence[tuple] | None) -> list:
@@ -260,14 +253,6 @@ ABORTS_ON_EMPTY = ("LSTM", "GRU")
 def aborting_ops(model: Any) -> tuple[str, ...]:
     """The ops of ``model`` (an onnx.ModelProto) in ``ABORTS_ON_EMPTY``, sorted."""
     return tuple(sorted({n.op_type for n in model.graph.node if n.op_type in ABORTS_ON_EMPTY}))
-
-
-def _host_array(t: Any) -> np.ndarray:
-    """A CPU tensor's numpy view (detached, or copied to the host first when it has to be)."""
-    try:
-        return t.numpy()
-    except (RuntimeError, TypeError):  # requires grad, or not on the CPU
-        return t.detach().cpu().numpy()
 
 
 def _remember(seen: dict[tuple, bool], key: tuple) -> None:
