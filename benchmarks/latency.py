@@ -11,7 +11,7 @@ All variants of a model take turns each round (interleaved); each cell is the me
 rounds' means. The last column is fxonnx / the fastest peer (< 1: fxonnx is faster). Prints a
 Markdown table; never asserts.
 
-    python benchmarks/latency.py [--models resnet18,vit_tiny] [--batches 1,16] [--rounds 7]
+    python benchmarks/latency.py [--models resnet18,vit_tiny] [--batches 1,16] [--rounds 11]
         [--peers eager,inductor,torch.onnx]
 """
 
@@ -113,8 +113,10 @@ def _measure(calls: dict[str, object], rounds: int, budget: float) -> dict[str, 
         fn()
         iters[k] = max(1, min(200, int(budget / max(time.perf_counter() - t0, 1e-6))))
     samples: dict[str, list[float]] = {k: [] for k in ready}
-    for _ in range(rounds):
-        for k, fn in ready.items():
+    order = list(ready.items())
+    for r in range(rounds):
+        # a different variant goes first each round, so none always follows the same one
+        for k, fn in order[r % len(order) :] + order[: r % len(order)]:
             t0 = time.perf_counter()
             for _ in range(iters[k]):
                 fn()
@@ -128,8 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(models.names()))
     parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
-    parser.add_argument("--budget", type=float, default=0.05, help="seconds per call per round")
+    parser.add_argument("--rounds", type=int, default=11, help="interleaved rounds")
+    parser.add_argument("--budget", type=float, default=0.03, help="seconds per call per round")
     parser.add_argument("--peers", default=",".join(PEERS))
     args = parser.parse_args()
     torch.set_num_threads(2)
