@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture import same_shape, static_dim
 from ._graph import call, erase_dead, is_call, only_user, same_meta, val
 from ._infra import Pass, PassContext, PassResult, register
 
@@ -65,7 +66,9 @@ def _packed(select: fx.Node) -> tuple[fx.Node, fx.Node] | None:
         return None
     reshape = transpose.args[0]  # (1, S, B, 3, D): a reshape, or unflatten + unsqueeze
     r = val(reshape)
-    if not isinstance(r, torch.Tensor) or r.dim() != 5 or r.shape[0] != 1 or r.shape[3] != 3:
+    if not isinstance(r, torch.Tensor) or r.dim() != 5:
+        return None
+    if static_dim(r.shape[0]) != 1 or static_dim(r.shape[3]) != 3:
         return None
     if squeeze.args[1] not in (-2, 3) or sorted(transpose.args[1:3]) not in ([-2, 0], [0, 3]):
         return None
@@ -97,13 +100,17 @@ def _rewrite(ctx: PassContext, c: fx.Node, reshape: fx.Node) -> str | None:
         return "head_chain"
     _, s, b, _, d = val(reshape).shape
     _, h, _, dh = val(chains[0][1]).shape
-    # the element mapping holds only for exactly these shapes at every step
-    want = [(tuple(val(c).shape), (3, s, b, d))]
+    h, dh, d = static_dim(h), static_dim(dh), static_dim(d)
+    if h is None or dh is None or d is None:
+        return "dynamic_dims"
+    # the element mapping holds only for exactly these shapes at every step (compared without
+    # guarding: symbolic sizes must be equal for every value of the symbols)
+    want = [(val(c).shape, (3, s, b, d))]
     for first, last in chains:
-        want += [(tuple(val(first).shape), (s, b * h, dh)), (tuple(val(last).shape), (b, h, s, dh))]
-    if h * dh != d or any(got != exp for got, exp in want):
+        want += [(val(first).shape, (s, b * h, dh)), (val(last).shape, (b, h, s, dh))]
+    if h * dh != d or not all(same_shape(got, exp) for got, exp in want):
         return "shape_mismatch"
-    dims = _reshape_dims(ctx, (s, b, 3, h, dh))
+    dims = _reshape_dims((s, b, 3, h, dh))
     if dims is None:
         return "dynamic_dims"
     graph = c.graph
@@ -121,11 +128,8 @@ def _rewrite(ctx: PassContext, c: fx.Node, reshape: fx.Node) -> str | None:
     return None
 
 
-def _reshape_dims(ctx: PassContext, dims: tuple[Any, ...]) -> list[int] | None:
-    """Reshape sizes for ``dims``: ints, -1 for the one dim that varies at run time."""
-    out = []
-    for d in dims:
-        if not isinstance(d, int):
-            return None
-        out.append(-1 if isinstance(ctx.captured.batch.dim_of(d), str) else d)
-    return out if out.count(-1) <= 1 else None
+def _reshape_dims(dims: tuple[Any, ...]) -> list[int] | None:
+    """Reshape sizes for ``dims``: ints, -1 for the one dim that varies at run time (None when
+    several do)."""
+    out = [static_dim(d) for d in dims]
+    return [-1 if d is None else d for d in out] if out.count(None) <= 1 else None

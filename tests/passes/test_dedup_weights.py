@@ -55,7 +55,7 @@ def test_a_shared_head_is_not_enough_and_bfloat16_twins_merge() -> None:
     for dtype in (torch.float32, torch.bfloat16):
         model = SameHead(dtype)
         _, after, stats = optimize(
-            model, lambda b: (torch.randn(b, 16, dtype=dtype),), ["dedup_weights"]
+            model, lambda b, dt=dtype: (torch.randn(b, 16, dtype=dt),), ["dedup_weights"]
         )
         assert stats["dedup_weights"]["merged"] == 2, dtype  # c.weight and c.bias
         assert "b.weight" in {s.name for s in after.state_inputs}
