@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import _common  # noqa: E402, F401 - sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch  # noqa: E402
 from _common import interleaved_latency, median_time, session, torch_onnx_export  # noqa: E402
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import _common  # noqa: E402, F401 - sets OMP_WAIT_POLICY before torch loads OpenMP
 import onnx  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402

@@ -6,8 +6,10 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 import torch.utils._pytree as pytree
@@ -37,6 +39,7 @@ class CompiledModel:
         self.onnx_model = onnx_model
         self.session = session
         self.report = report
+        self._fast = _FastPath.of(captured, session)
 
     @property
     def provider(self) -> str:
@@ -90,14 +93,25 @@ class CompiledModel:
 
     def run_flat(self, args: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
         """The tensor outputs as a flat list (in ``output_names`` order)."""
-        tensors = as_session_dtypes(self._flat_inputs(args, kwargs or {}), self.session)
-        shapes = self._output_shapes(tensors) if self.session.on_cuda else None
-        outs = self.session.run_torch(tensors, shapes)
+        fast = self._fast
+        tensors: Any = args  # the compile-time structure: a flat tuple of tensors
+        if kwargs or len(args) != fast.n_inputs or not _plain_tensors(args):
+            tensors = as_session_dtypes(self._flat_inputs(args, kwargs or {}), self.session)
+        session = self.session
+        outs = session.run_torch(tensors, self._output_shapes(tensors) if session.on_cuda else None)
+        if fast.same_dtypes:
+            return outs
         want = self.captured.outputs
         return [o.to(s.dtype) if o.dtype != s.dtype else o for o, s in zip(outs, want, strict=True)]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        outs = iter(self.run_flat(args, kwargs))
+        outs = self.run_flat(args, kwargs)
+        kind = self._fast.out_kind
+        if kind == "leaf":
+            return outs[0]
+        if kind == "tuple":
+            return tuple(outs)
+        outs = iter(outs)
         leaves = [
             leaf.value if isinstance(leaf, ConstantLeaf) else next(outs)
             for leaf in self.captured.out_leaves
@@ -130,6 +144,47 @@ class CompiledModel:
             f"provider={self.provider!r}, nodes={len(self.onnx_model.graph.node)}, "
             f"verification={verdict})"
         )
+
+
+@dataclass(frozen=True)
+class _FastPath:
+    """What lets a call skip pytree work: ``n_inputs`` when the inputs are exactly a flat tuple
+    of that many tensors (-1 otherwise), the output structure ("leaf", "tuple" or "tree"), and
+    whether onnxruntime's output dtypes already are the eager ones."""
+
+    n_inputs: int
+    out_kind: str
+    same_dtypes: bool
+
+    @staticmethod
+    def of(captured: Captured, session: Session) -> _FastPath:
+        leaves = captured.leaves
+        flat = not any(isinstance(leaf, ConstantLeaf) for leaf in leaves)
+        flat = flat and captured.in_spec == pytree.tree_structure((tuple(leaves), {}))
+        out_kind = "tree"
+        if not any(isinstance(leaf, ConstantLeaf) for leaf in captured.out_leaves):
+            n = len(captured.out_leaves)
+            if n == 1 and captured.out_spec == pytree.tree_structure(0):
+                out_kind = "leaf"
+            elif captured.out_spec == pytree.tree_structure(tuple(range(n))):
+                out_kind = "tuple"
+        same = [_torch_dtype(o.dtype) for o in session.outputs] == [
+            o.dtype for o in captured.outputs
+        ]
+        return _FastPath(len(leaves) if flat else -1, out_kind, same)
+
+
+def _plain_tensors(args: tuple) -> bool:
+    """Every argument a plain torch.Tensor, none bfloat16 (those take the full path, where
+    ``as_session_dtypes`` widens them for float32 sessions)."""
+    for a in args:
+        if type(a) is not torch.Tensor or a.dtype is torch.bfloat16:
+            return False
+    return True
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def _capture_and_lower(

@@ -47,6 +47,10 @@ class BundleModel:
         self.directory = directory
         self.manifest = manifest
         self.session = session
+        self._names = [t["name"] for t in manifest["inputs"]]
+        self._out_names = [t["name"] for t in manifest["outputs"]]
+        # (dtype, shape) per input -> True once the manifest and the session accepted it
+        self._seen: dict[tuple, bool] = {}
 
     @property
     def name(self) -> str:
@@ -65,7 +69,9 @@ class BundleModel:
         return [t["name"] for t in self.manifest["outputs"]]
 
     def _gather(self, args: tuple, kwargs: dict) -> list[Any]:
-        names = self.input_names
+        names = self._names
+        if not kwargs and len(args) == len(names):
+            return list(args)
         if len(args) > len(names):
             raise InputError(f"expected at most {len(names)} input(s) {names}, got {len(args)}")
         values: dict[str, Any] = dict(zip(names, args, strict=False))
@@ -104,18 +110,31 @@ class BundleModel:
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """numpy arrays in input order -> numpy outputs in output order."""
         arrays = list(arrays)
-        if len(arrays) != len(self.input_names):
-            raise InputError(
-                f"expected {len(self.input_names)} input(s) {self.input_names}, got {len(arrays)}"
-            )
-        self.validate(arrays)
-        return self.session.run_numpy(arrays)
+        try:
+            key: tuple | None = tuple([(a.dtype, a.shape) for a in arrays])
+        except AttributeError:  # not an array: the checks below name it
+            key = None
+        if key is None or key not in self._seen:
+            if len(arrays) != len(self._names):
+                raise InputError(
+                    f"expected {len(self._names)} input(s) {self._names}, got {len(arrays)}"
+                )
+            self.validate(arrays)
+            self.session.check_numpy(arrays)
+            if key is not None:
+                if len(self._seen) >= 256:  # bounded, like the session's own cache
+                    self._seen.clear()
+                self._seen[key] = True
+        return self.session.run_checked(arrays)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Outputs:
         values = self._gather(args, kwargs)
         torch_in = False
         arrays = []
-        for name, v in zip(self.input_names, values, strict=True):
+        for name, v in zip(self._names, values, strict=True):
+            if type(v) is np.ndarray:
+                arrays.append(v)
+                continue
             if _is_torch(v):
                 torch_in = True
                 try:
@@ -131,7 +150,7 @@ class BundleModel:
         if torch_in:
             torch = sys.modules["torch"]  # a tensor came in, so torch is already imported
             outs = [torch.from_numpy(np.asarray(o, order="C")) for o in outs]
-        return Outputs(zip(self.output_names, outs, strict=True))
+        return Outputs(zip(self._out_names, outs, strict=True))
 
     def __repr__(self) -> str:
         return (

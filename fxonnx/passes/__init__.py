@@ -10,7 +10,8 @@ A pass is a ``Pass`` subclass with a ``name`` and ``run(ctx: PassContext) -> Pas
 Cleanup: ``dce``, ``noops``, ``views``, ``transpose``, ``cse``, ``const_fold``,
 ``dedup_weights``. Fusion (as graph ops on the original parameters, baked by ``const_fold``):
 ``fold_bn``, ``linear_chain``, ``linear_nd``, ``matmul_bias``, ``scalar_fold``, ``fuse_gelu``,
-``fuse_layer_norm`` (LayerNorm and RMSNorm), ``fuse_attention``; after lowering, for the CPU
+``fuse_layer_norm`` (LayerNorm and RMSNorm), ``fuse_attention``, ``qkv_heads`` (a packed
+QKV projection split into heads with one transpose); after lowering, for the CPU
 provider, ``fuse_activation`` (Conv/Gemm + activation into onnxruntime's fused kernels). Pruning: ``prune_zero``
 (lossless, default) and ``prune`` (opt-in, lossy; ``prune=`` ratio or {layer: ratio}).
 """
@@ -30,6 +31,7 @@ from . import (  # noqa: F401  (importing registers the passes)
     norms,
     prune,
     prune_zero,
+    qkv_heads,
     scalar_fold,
     transpose,
     views,

@@ -27,12 +27,17 @@ from ..capture import Captured
 class PassContext:
     """What a pass may read and write: the Captured (graph, state, signature) and, when known,
     the example user tensors (flat, in ``captured.user_inputs`` order) for passes that measure
-    their effect on the outputs (structured pruning), and the target ONNX opset for passes whose
-    benefit depends on what the exporter emits (attention fusion)."""
+    their effect on the outputs (structured pruning), the target ONNX opset for passes whose
+    benefit depends on what the exporter emits (attention fusion), and a memo that lets a pass
+    skip work it already did on the same tensors in an earlier round."""
 
     captured: Captured
     example_inputs: tuple[torch.Tensor, ...] = ()
     opset: int | None = None  # the ONNX opset the graph will be lowered to, when known
+    # facts a pass computed about state tensors, kept for the later rounds of one pipeline
+    # (keyed by the pass; entries hold the tensor and its version, so a tensor changed in
+    # place or a reused id never hits a stale entry)
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def gm(self) -> fx.GraphModule:
@@ -66,11 +71,16 @@ class Pass:
     def run(self, ctx: PassContext) -> PassResult:
         raise NotImplementedError
 
-    def apply(self, ctx: PassContext, before: str | None = None) -> PassResult:
+    def apply(
+        self, ctx: PassContext, before: str | None = None, *, recompile: bool = True
+    ) -> PassResult:
         """Run the pass and check what it says against what it did. ``before``: the graph's
         ``structural_hash`` when the caller knows it (a pipeline hands on the digest the last
         pass left). An unchanged graph is neither linted nor recompiled again: its code is
-        still current, and recompiling every pass was half of the pipeline's time."""
+        still current, and recompiling every pass was half of the pipeline's time.
+        ``recompile=False`` leaves regenerating the Python code to the caller (a pipeline does
+        it once, when the code is next needed): a pass that runs ``ctx.gm`` itself calls
+        ``ctx.gm.recompile()`` first, as ``prune`` does."""
         gm = ctx.gm
         before = before or structural_hash(ctx.captured)
         dims = ctx.captured.shapes.snapshot()
@@ -96,7 +106,8 @@ class Pass:
                 gm.graph.lint()
             except Exception as e:
                 raise PassError(f"pass {self.name!r} left an invalid graph: {e}") from e
-            gm.recompile()
+            if recompile:
+                gm.recompile()
         return replace(result, graph_hash=after)
 
     def __repr__(self) -> str:
@@ -104,15 +115,20 @@ class Pass:
 
 
 def structural_hash(captured: Captured) -> str:
-    """A digest of the graph (ops, targets, arguments by node name) and of the state (names and
-    tensor identities), so any rewrite of either changes it."""
-    h = hashlib.sha1()
+    """A digest of the graph (ops, names, targets, arguments: nodes by identity) and of the
+    state (names and tensor identities), so any rewrite of either changes it. Python's hash of
+    the fx argument tuples (immutable, hashable), not their repr: formatting every node's
+    arguments twice per pass was a tenth of the pipeline's time."""
+    keys = []
     for node in captured.gm.graph.nodes:
-        h.update(f"{node.op}|{node.name}|{node.target}|{node.args!r}|{node.kwargs!r}\n".encode())
-    for spec in captured.inputs:
-        h.update(f"{spec.name}:{spec.kind};".encode())
-    for name, t in sorted(captured.state.items()):
-        h.update(f"{name}:{id(t)};".encode())
+        key = (node.op, node.name, node.target, node.args, node.kwargs)
+        try:
+            keys.append(hash(key))
+        except TypeError:  # an unhashable constant argument (a slice before Python 3.12)
+            keys.append(hash(repr(key)))
+    keys.append(hash(tuple((spec.name, spec.kind) for spec in captured.inputs)))
+    keys.append(hash(tuple(sorted((name, id(t)) for name, t in captured.state.items()))))
+    h = hashlib.sha1(repr(keys).encode())
     return h.hexdigest()
 
 
@@ -167,6 +183,7 @@ class Pipeline:
         records = {p.name: _Record(p.name) for p in self.passes}
         ran: list[str] = []
         digest = None
+        stale = False  # the graph changed since its Python code was last generated
         for round_ in range(self.max_rounds):
             any_change = False
             for p in self.passes:
@@ -174,7 +191,7 @@ class Pipeline:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    result = p.apply(ctx, digest)
+                    result = p.apply(ctx, digest, recompile=False)
                 except PassError:
                     raise
                 except Exception as e:
@@ -195,12 +212,17 @@ class Pipeline:
                         rec.stats[k] = rec.stats.get(k, 0) + v
                     else:
                         rec.stats[k] = v
+                stale |= result.modified
                 if result.modified and after_each is not None:
+                    ctx.gm.recompile()  # after_each runs the graph
+                    stale = False
                     after_each(p, list(ran))
                 ran.append(p.name)
                 any_change |= result.modified
             if not any_change:
                 break
+        if stale:
+            ctx.gm.recompile()
         return [r.to_dict() for r in records.values()]
 
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 DEFAULT: tuple[str, ...] = (
     "noops",
     "views",
+    "qkv_heads",
     "transpose",
     "cse",
     "fuse_gelu",

@@ -8,6 +8,7 @@ so no data goes through the host.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,10 @@ _NUMPY_DTYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
+
+# Distinct input signatures remembered per session; past it the cache starts over (a model fed
+# ever-changing shapes pays the full check each call, as before, and memory stays bounded).
+_MAX_SIGNATURES = 256
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,18 @@ class Session:
         self.refuse_empty: tuple[str, ...] = ()
         """Ops of the model that onnxruntime cannot run on empty inputs (see ``aborting_ops``):
         an input with a zero-size dim is refused instead of aborting the process."""
+        self._input_names = [s.name for s in self.inputs]
+        self._output_names = [s.name for s in self.outputs]
+        # signature -> True once ``validate`` accepted it; plain dict inserts of an immutable
+        # value, so concurrent callers at worst validate the same signature twice
+        self._seen_numpy: dict[tuple, bool] = {}
+        self._seen_torch: dict[tuple, bool] = {}
+        # InferenceSession.run re-checks the feed names and OrtValue devices in Python (a few
+        # µs per call); the feeds built here always carry exactly the graph's inputs as host
+        # arrays, so on the CPU the binding's run is called directly when onnxruntime has it
+        inner = getattr(self._session, "_sess", None)
+        fast = getattr(inner, "run", None) if not self.on_cuda else None
+        self._run = fast if callable(fast) else self._session.run
 
     @property
     def provider(self) -> str:
@@ -146,12 +163,29 @@ class Session:
             self.dim_constraints,
         )
 
+    def check_numpy(self, arrays: Sequence[Any]) -> None:
+        """``validate`` on a signature not seen before; a lookup otherwise."""
+        try:
+            key = tuple([(a.dtype, a.shape) for a in arrays])
+        except AttributeError:  # not an array: let validate name it
+            self.validate(arrays)
+            return
+        if key not in self._seen_numpy:
+            self.validate(arrays)
+            _remember(self._seen_numpy, key)
+
     # -- running ---------------------------------------------------------------------------
     def run_numpy(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        self.validate(arrays)
-        feeds = {s.name: np.asarray(a, order="C") for s, a in zip(self.inputs, arrays, strict=True)}
+        self.check_numpy(arrays)
+        return self.run_checked(arrays)
+
+    def run_checked(self, arrays: Sequence[Any]) -> list[np.ndarray]:
+        """Run host arrays that ``check_numpy`` (or ``validate``) accepted."""
+        feeds = {
+            n: np.asarray(a, order="C") for n, a in zip(self._input_names, arrays, strict=True)
+        }
         try:
-            return self._session.run(None, feeds)
+            return self._run(self._output_names, feeds, None)
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300]
             raise RuntimeSessionError(f"onnxruntime failed while running: {first}") from e
@@ -161,14 +195,20 @@ class Session:
     ) -> list:
         """torch tensors in, torch tensors out. CUDA tensors on a CUDA session go through I/O
         binding; outputs land in torch CUDA tensors when ``output_shapes`` are known."""
-        import torch
-
-        devices = [str(t.device) for t in tensors]
-        self.validate(tensors, devices)
+        from_numpy = sys.modules["torch"].from_numpy  # a tensor came in: torch is loaded
+        key = tuple([(t.dtype, t.shape, t.device) for t in tensors])
+        if key not in self._seen_torch:  # a new signature: the full check, once
+            self.validate(tensors, [str(t.device) for t in tensors])
+            _remember(self._seen_torch, key)
         if self.on_cuda and any(t.is_cuda for t in tensors):
             return self._run_bound(tensors, output_shapes)
-        arrays = [t.detach().cpu().numpy() for t in tensors]
-        return [torch.from_numpy(o) for o in self.run_numpy(arrays)]
+        # numpy views share the tensors' memory, and the outputs' arrays own onnxruntime's
+        # result buffers, which torch.from_numpy keeps alive: no copy either way
+        try:
+            arrays = [t.numpy() for t in tensors]
+        except (RuntimeError, TypeError):  # requires grad, or not on the CPU
+            arrays = [t.detach().cpu().numpy() for t in tensors]
+        return [from_numpy(o) for o in self.run_checked(arrays)]
 
     def _run_bound(self, tensors: Sequence[Any], output_shapes: Sequence[tuple] | None) -> list:
         import torch
@@ -213,6 +253,12 @@ ABORTS_ON_EMPTY = ("LSTM", "GRU")
 def aborting_ops(model: Any) -> tuple[str, ...]:
     """The ops of ``model`` (an onnx.ModelProto) in ``ABORTS_ON_EMPTY``, sorted."""
     return tuple(sorted({n.op_type for n in model.graph.node if n.op_type in ABORTS_ON_EMPTY}))
+
+
+def _remember(seen: dict[tuple, bool], key: tuple) -> None:
+    if len(seen) >= _MAX_SIGNATURES:
+        seen.clear()
+    seen[key] = True
 
 
 def _show(shape: tuple) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from onnx import helper, numpy_helper
 from pass_helpers import assert_grads_match, assert_outputs_match, call_targets, optimize, randn
@@ -161,3 +162,19 @@ def test_const_fold_folds_the_recurrent_gate_reordering_in_the_exported_model() 
     assert set(gru_inputs[1:4]) <= initializers  # W, R, B are initializers, reordered once
     for a, b in zip(folded(*inputs), kept(*inputs), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_folding_restores_torchs_thread_count_even_on_errors() -> None:
+    from fxonnx.passes.const_fold import _one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ZeroDivisionError), _one_thread():
+            1 / 0  # noqa: B018 - raises inside the context
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

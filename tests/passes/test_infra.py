@@ -186,3 +186,16 @@ def test_compile_reports_pass_stats_and_timing_and_export_takes_passes() -> None
     assert len(proto.graph.node) == 2
     with pytest.raises(ValueError, match="verify"):
         fxonnx.compile(model, x, verify="sometimes")
+
+
+def test_a_pipeline_regenerates_the_code_once_at_the_end() -> None:
+    ctx = PassContext(_captured())
+    code = ctx.gm.code
+    changed = CountDown(1).apply(ctx, recompile=False)
+    assert changed.modified and ctx.gm.code is code  # left to the caller
+    ctx = PassContext(_captured())
+    recompiles = []
+    real = ctx.gm.recompile
+    ctx.gm.recompile = lambda: recompiles.append(1) or real()  # type: ignore[method-assign]
+    Pipeline([CountDown(2)], max_rounds=5).run(ctx)
+    assert recompiles == [1] and ctx.gm.code.count("aten.alias.default(") == 2

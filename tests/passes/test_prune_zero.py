@@ -129,3 +129,19 @@ def test_prune_zero_keeps_one_channel_of_an_all_zero_layer() -> None:
     assert stats["prune_zero"] == {"layers": 1, "channels_removed": 2, "miss:all_zero": 1}
     _bitwise_equal(before, after, make)
     assert (1, 4) in {tuple(t.shape) for t in after.state.values()}
+
+
+def test_the_density_memo_answers_only_for_the_same_tensor_and_version() -> None:
+    from fxonnx.passes._infra import PassContext
+    from fxonnx.passes.prune_zero import _dense
+
+    w = torch.randn(4, 3)
+    ctx = PassContext(captured=None)  # type: ignore[arg-type] - _dense only reads the memo
+    assert _dense(ctx, w)
+    assert len(ctx.memo) == 1
+    assert _dense(ctx, w)  # a hit: the same tensor at the same version
+    with torch.no_grad():
+        w[2] = 0  # in place: a new version, so the memo must not answer
+    assert not _dense(ctx, w)
+    other = torch.zeros(4, 3)
+    assert not _dense(ctx, other)
