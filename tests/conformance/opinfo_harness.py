@@ -198,7 +198,7 @@ def run_case(case: Case) -> None:
     module, tensors = wrap(case.op, sample)
     with torch.no_grad():
         want = tensor_leaves(module(*[t.clone() for t in tensors]))
-        cm = fxonnx.compile(module, tensors, dynamic=False, verify=False, provider="cpu")
+        cm = fxonnx.compile(module, tensors, dynamic_dims=None, verify=False, provider="cpu")
         got = tensor_leaves(cm(*tensors))
     if len(got) != len(want):
         raise Mismatch(f"{len(got)} tensor outputs, eager has {len(want)}")

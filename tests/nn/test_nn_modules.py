@@ -32,7 +32,7 @@ def check_layer(spec: Spec) -> None:
     model = spec.factory().eval()
     kw = dict(spec.compile_kw)
     cm = fxonnx.compile(model, spec.inputs(2), verify=False, provider="cpu", **kw)
-    for batch in (2, 5) if cm.captured.batch.dynamic else (2,):
+    for batch in (2, 5) if cm.captured.shapes.dynamic else (2,):
         inputs = spec.inputs(batch)
         with torch.no_grad():  # on copies: in-place layers (inplace=True) modify their input
             want = _tensors(model(*pytree.tree_map(torch.clone, inputs)))
@@ -189,10 +189,6 @@ XFAIL: dict[str, tuple[type[BaseException], str]] = {
     "Embedding-max_norm": (
         ValueError,
         "[bug] capture: a forward that renormalises its weight in place (max_norm) crashes with a raw ValueError",
-    ),
-    "LSTM-proj_size": (
-        ExportError,
-        "[unsupported] refused: ONNX LSTM has no output projection (proj_size)",
     ),
     "RNNCell-plain": (UnsupportedOpError, "[ops] no lowering: aten.rnn_tanh_cell.default"),
     "RNNCell-bias_false": (UnsupportedOpError, "[ops] no lowering: aten.rnn_tanh_cell.default"),
