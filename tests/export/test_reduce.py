@@ -140,6 +140,8 @@ class Extremes(nn.Module):
             torch.argmax(x, 0),
             torch.argmin(x, 1, keepdim=True),
             x.argmax(),
+            torch.linalg.vector_norm(x, float("inf"), dim=0),
+            torch.linalg.vector_norm(x, -float("inf"), dim=1, keepdim=True),
         )
 
 

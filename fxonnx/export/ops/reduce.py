@@ -75,7 +75,14 @@ def _extreme(ctx: LowerCtx, op: str, dims: Any, keepdim: bool) -> Value:
     out = _reduce(ctx, op, dims, keepdim)
     if rank == 0 or not ctx.out_dtype.is_floating_point:
         return out
-    nan = ctx.cast(ctx.emit("IsNaN", ctx.input_as(x, ctx.out_dtype)), torch.int32)
+    return nan_where_any(ctx, ctx.input_as(x, ctx.out_dtype), out, rank, dims, keepdim)
+
+
+def nan_where_any(
+    ctx: LowerCtx, value: Value, out: Value, rank: int, dims: Any, keepdim: bool
+) -> Value:
+    """``out`` (a reduction of ``value``) with NaN wherever the reduced slice holds a NaN."""
+    nan = ctx.cast(ctx.emit("IsNaN", value), torch.int32)
     any_nan = ctx.cast(reduce_value(ctx, "ReduceMax", nan, rank, dims, keepdim), torch.bool)
     return ctx.emit("Where", any_nan, ctx.const(float("nan"), ctx.out_dtype), out)
 
@@ -184,7 +191,8 @@ def vector_norm(ctx: LowerCtx, value: Value, rank: int, ord_: Any, dims: Any, ke
     magnitude = ctx.emit("Abs", value)
     if math.isinf(ord_):
         op = "ReduceMax" if ord_ > 0 else "ReduceMin"
-        return reduce_value(ctx, op, magnitude, rank, dims, keep)
+        out = reduce_value(ctx, op, magnitude, rank, dims, keep)
+        return nan_where_any(ctx, magnitude, out, rank, dims, keep) if rank else out
     dtype = ctx.out_dtype
     if ord_ == 0:
         nonzero = ctx.cast(ctx.emit("Not", ctx.emit("Equal", value, ctx.const(0.0, dtype))), dtype)
