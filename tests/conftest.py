@@ -14,6 +14,17 @@ import torch.utils._pytree as pytree
 from fxonnx.capture import capture
 from fxonnx.export import lower
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--opinfo",
+        choices=("fast", "full"),
+        default="fast",
+        help="OpInfo conformance tier (tests/conformance): 'fast' runs the first samples of "
+        "each op and dtype, 'full' every sample (the extra ones are marked slow)",
+    )
+
+
 TOLERANCE = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-7, 1e-9), torch.float16: (1e-2, 1e-3)}
 
 

@@ -233,3 +233,27 @@ def test_gelu_before_opset_20(approximate: str) -> None:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {model.graph.input[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), F.gelu(x, approximate=approximate))
+
+
+def test_bool_add_with_alpha_false_is_self(onnx_matches: Callable) -> None:
+    # found by the OpInfo suite (add, bool sample 10): alpha=False was ignored
+    def make(b: int) -> tuple:
+        g = _g(b)
+        return torch.rand(b, 5, generator=g) > 0.5, torch.rand(1, 5, generator=g) > 0.5
+
+    onnx_matches(Fn(lambda x, y: torch.add(x, y, alpha=False)), make)
+    onnx_matches(Fn(lambda x, y: torch.add(x, y, alpha=True)), make)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, y: torch.subtract(x, y, alpha=2),
+        lambda x, y: torch.divide(x, y),
+        lambda x, y: torch.divide(x, y, rounding_mode="floor"),
+        lambda x, y: torch.divide(x, y, rounding_mode="trunc"),
+    ],
+    ids=["subtract", "divide", "divide_floor", "divide_trunc"],
+)
+def test_subtract_and_divide_aliases(onnx_matches: Callable, fn: Callable) -> None:
+    onnx_matches(Fn(fn), _xy)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fxonnx._errors import ExportError
@@ -127,3 +128,25 @@ def test_embedding_bag_2d_indices_with_offsets_refused() -> None:
     captured = capture(BagOf2d(), inputs, dynamic=False)
     with pytest.raises(ExportError, match="embedding_bag on 2-D indices"):
         lower(captured)
+
+
+class FunctionalBag(nn.Module):
+    """F.embedding_bag passes a negative padding_idx through to ATen, which wraps it."""
+
+    def __init__(self, padding_idx: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(5, 4))
+        self.padding_idx = padding_idx
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        offsets = torch.tensor([0, 3])
+        return F.embedding_bag(
+            tokens, self.weight, offsets, mode="sum", padding_idx=self.padding_idx
+        )
+
+
+@pytest.mark.parametrize("padding_idx", [-1, -5])
+def test_embedding_bag_negative_padding_idx_wraps(onnx_matches: Callable, padding_idx: int) -> None:
+    # found by the OpInfo suite (nn.functional.embedding_bag sample 5): index 4 was summed
+    tokens = torch.tensor([4, 1, 1, 0, 4, 4])
+    onnx_matches(FunctionalBag(padding_idx), lambda b: (tokens,), dynamic=False)

@@ -170,6 +170,7 @@ LAYERS: dict[str, tuple[Callable[[], nn.Module], Shape]] = {
     "dropout": (nn.Dropout, (4, 6)),
     "dropout2d": (nn.Dropout2d, (4, 5, 6)),
     "alpha_dropout": (nn.AlphaDropout, (4, 6)),
+    "feature_alpha_dropout": (nn.FeatureAlphaDropout, (4, 5, 6)),
     "linear": (lambda: nn.Linear(6, 3), (6,)),
     "linear_3d": (lambda: nn.Linear(6, 3, bias=False), (4, 6)),
     "bilinear": (lambda: Pair(nn.Bilinear(3, 3, 5), 1), (6,)),
@@ -231,3 +232,19 @@ def test_batch_norm_in_training_mode_is_refused() -> None:
     captured = capture(nn.BatchNorm1d(4).train(), (torch.randn(2, 4),))
     with pytest.raises(ExportError, match="batch_norm"):
         lower(captured)
+
+
+class BroadcastCosine(nn.Module):
+    """x1 (N, 1, 3) against x2 (N, 2, 3) along dim 1, where x1's dim has size 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cosine_similarity(x[:, :1], x[:, 1:], dim=1)
+
+
+def test_cosine_similarity_broadcasts_before_the_norm(onnx_matches: Callable) -> None:
+    # found by the OpInfo suite (nn.functional.cosine_similarity sample 7): the norm of the
+    # size-1 operand was taken before broadcasting
+    onnx_matches(
+        BroadcastCosine(),
+        lambda b: (torch.randn(b, 3, 3, generator=torch.Generator().manual_seed(b)),),
+    )

@@ -127,3 +127,27 @@ def test_matrix_norm_orders_are_refused() -> None:
     captured = capture(Fn(lambda x: torch.linalg.norm(x, ord=2, dim=(1, 2))), _x(2))
     with pytest.raises(ExportError, match="matrix norm"):
         lower(captured)
+
+
+class Extremes(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple:
+        return (
+            torch.amax(x, 0),
+            torch.amin(x, 1, keepdim=True),
+            x.max(),
+            *torch.max(x, 0),
+            *x.min(-1),
+            torch.argmax(x, 0),
+            torch.argmin(x, 1, keepdim=True),
+            x.argmax(),
+            torch.linalg.vector_norm(x, float("inf"), dim=0),
+            torch.linalg.vector_norm(x, -float("inf"), dim=1, keepdim=True),
+        )
+
+
+def test_extremes_propagate_nan_as_torch_does(onnx_matches: Callable) -> None:
+    # found by the OpInfo suite (masked.amax/argmax samples with NaN): onnxruntime's ReduceMax
+    # and ArgMax skipped NaNs depending on their position
+    nan = float("nan")
+    base = torch.tensor([[nan, 1.0, 2.0], [3.0, nan, -1.0], [0.0, 5.0, nan], [1.0, 2.0, 3.0]])
+    onnx_matches(Extremes(), lambda b: (torch.cat([base, torch.arange(3.0 * b).view(b, 3)]),))

@@ -117,6 +117,7 @@ CASES: dict[str, tuple[Callable, Callable[[int], tuple]]] = {
         _mats,
     ),
     "addmm": (lambda a, b: torch.addmm(b[0, 0], a[0], b[0], beta=0.5) + a.sum(), _mats),
+    "broadcast_to": (lambda x: torch.broadcast_to(x[:, None, :1], (-1, 2, 4, 6)), _x),
     "einsum_batched_matmul": (lambda a, b: torch.einsum("bij,bjk->bik", a, b), _mats),
     "einsum_ellipsis": (lambda a, b: torch.einsum("...ij,...jk->...ki", a, b), _mats),
     "einsum_reduce_transpose": (lambda a, b: torch.einsum("bij->jb", a), _mats),

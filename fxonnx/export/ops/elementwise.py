@@ -25,16 +25,20 @@ def _times_alpha(ctx: LowerCtx, b: object, alpha: object) -> Value:
 
 @lowers(aten.add.Tensor, aten.add.Scalar)
 def add(ctx: LowerCtx) -> Value:
-    """add(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor (bool + bool is or)"""
+    """add(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor (bool + bool is or; with
+    alpha=False, self broadcast against other)"""
     if ctx.out_dtype == torch.bool:
+        if not ctx.kwarg("alpha", 1):  # self + False * other
+            x, y = promoted(ctx, ctx.arg(0), ctx.arg(1), dtype=torch.bool)
+            return ctx.emit("Or", x, ctx.emit("And", y, ctx.const(False, torch.bool)))
         return binary(ctx, "Or", ctx.arg(0), ctx.arg(1))
     x = ctx.input_as(ctx.arg(0), ctx.out_dtype)
     return ctx.emit("Add", x, _times_alpha(ctx, ctx.arg(1), ctx.kwarg("alpha", 1)))
 
 
-@lowers(aten.sub.Tensor, aten.sub.Scalar)
+@lowers(aten.sub.Tensor, aten.sub.Scalar, aten.subtract.Tensor, aten.subtract.Scalar)
 def sub(ctx: LowerCtx) -> Value:
-    """sub(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor"""
+    """sub(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor (and its alias subtract)"""
     x = ctx.input_as(ctx.arg(0), ctx.out_dtype)
     return ctx.emit("Sub", x, _times_alpha(ctx, ctx.arg(1), ctx.kwarg("alpha", 1)))
 
@@ -72,8 +76,10 @@ def _trunc(ctx: LowerCtx, q: Value) -> Value:
 
 
 @lowers(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, aten.div.Scalar_mode)
+@lowers(aten.divide.Tensor, aten.divide.Scalar, aten.divide.Tensor_mode, aten.divide.Scalar_mode)
 def div(ctx: LowerCtx) -> Value:
-    """div(Tensor self, Tensor other, *, str? rounding_mode=None) -> Tensor"""
+    """div(Tensor self, Tensor other, *, str? rounding_mode=None) -> Tensor (and its alias
+    divide)"""
     mode = ctx.kwarg("rounding_mode")
     if mode is None or not ctx.out_dtype.is_floating_point and mode == "trunc":
         return binary(ctx, "Div", ctx.arg(0), ctx.arg(1))

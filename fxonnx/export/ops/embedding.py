@@ -65,6 +65,11 @@ def embedding_bag(ctx: LowerCtx) -> list[Value | None]:
     bag = ctx.emit("ReduceSum", ctx.cast(hits, i64), ctx.const([1], i64), keepdims=1)
     bag = ctx.emit("Sub", bag, ctx.const(1, i64))  # [n, 1], ScatterND's index layout
     rows = ctx.emit("Gather", ctx.value(weight), idx, axis=0)  # [n, D]
+    if pad is not None and pad < 0:  # ATen wraps a negative padding_idx (F.embedding_bag passes it)
+        rows_total = ctx.static_shape(weight)[0]
+        if rows_total is None:
+            raise ExportError(f"{name}: negative padding_idx={pad} needs a static weight size")
+        pad += rows_total
     keep = None  # [n, 1] float: 0 for padding indices
     if pad is not None and pad >= 0:
         is_pad = ctx.emit("Equal", idx, ctx.const(pad, i64))

@@ -94,17 +94,17 @@ def bilinear(ctx: LowerCtx) -> Value:
 @lowers(aten.cosine_similarity.default)
 def cosine_similarity(ctx: LowerCtx) -> Value:
     """cosine_similarity(Tensor x1, Tensor x2, int dim=1, float eps=1e-08) -> Tensor:
-    sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps))) over dim, as ATen computes it"""
+    sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps))) over dim, as ATen computes it:
+    both broadcast to their common shape first (a size-1 ``dim`` is expanded before its norm)"""
     x1, x2, dim, eps = ctx.arg(0), ctx.arg(1), ctx.arg(2), float(ctx.arg(3))
     dtype = ctx.out_dtype
     rank = max(ctx.rank(x1), ctx.rank(x2))
     axis = ctx.const([dim % rank], torch.int64)
+    values = [ctx.input_as(x, dtype) for x in (x1, x2)]
+    shapes = [ctx.emit("Shape", v) for v in values]
     parts = []
-    for x in (x1, x2):
-        value = ctx.input_as(x, dtype)
-        if ctx.rank(x) < rank:  # broadcast from the left so that ``dim`` means the same dim
-            lead = ctx.const(list(range(rank - ctx.rank(x))), torch.int64)
-            value = ctx.emit("Unsqueeze", value, lead)
+    for value, other in zip(values, reversed(shapes), strict=True):
+        value = ctx.emit("Expand", value, other)  # ONNX Expand broadcasts both ways
         norm = ctx.emit("ReduceL2", value, axis, keepdims=1)
         parts.append(ctx.emit("Div", value, ctx.emit("Max", norm, ctx.const(eps, dtype))))
     return ctx.emit("ReduceSum", ctx.emit("Mul", *parts), axis, keepdims=0)

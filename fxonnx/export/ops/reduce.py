@@ -64,23 +64,55 @@ def amax(ctx: LowerCtx) -> Value:
     """amax/amin(Tensor self, int[1] dim=[], bool keepdim=False); max/min(Tensor self)"""
     op = "ReduceMax" if ctx.node.target in (aten.amax.default, aten.max.default) else "ReduceMin"
     if ctx.node.target in (aten.max.default, aten.min.default):
-        return _reduce(ctx, op, None, False)
-    return _reduce(ctx, op, ctx.arg(1), ctx.arg(2))
+        return _extreme(ctx, op, None, False)
+    return _extreme(ctx, op, ctx.arg(1), ctx.arg(2))
+
+
+def _extreme(ctx: LowerCtx, op: str, dims: Any, keepdim: bool) -> Value:
+    """ReduceMax/ReduceMin, NaN wherever a reduced slice holds one (torch propagates NaN;
+    onnxruntime's kernels drop some, depending on where they sit)."""
+    x, rank = ctx.arg(0), ctx.rank(ctx.arg(0))
+    out = _reduce(ctx, op, dims, keepdim)
+    if rank == 0 or not ctx.out_dtype.is_floating_point:
+        return out
+    return nan_where_any(ctx, ctx.input_as(x, ctx.out_dtype), out, rank, dims, keepdim)
+
+
+def nan_where_any(
+    ctx: LowerCtx, value: Value, out: Value, rank: int, dims: Any, keepdim: bool
+) -> Value:
+    """``out`` (a reduction of ``value``) with NaN wherever the reduced slice holds a NaN."""
+    nan = ctx.cast(ctx.emit("IsNaN", value), torch.int32)
+    any_nan = ctx.cast(reduce_value(ctx, "ReduceMax", nan, rank, dims, keepdim), torch.bool)
+    return ctx.emit("Where", any_nan, ctx.const(float("nan"), ctx.out_dtype), out)
 
 
 def _arg_extreme(ctx: LowerCtx, op: str, dim: Any, keepdim: bool) -> Value:
-    """ArgMax/ArgMin picking the first of equal values as torch does; dim None flattens."""
+    """ArgMax/ArgMin picking the first of equal values as torch does; dim None flattens. A
+    NaN counts as the extreme (torch's rule): a slice holding one gives its first NaN."""
     x, rank = ctx.arg(0), ctx.rank(ctx.arg(0))
     value = ctx.value(x)
     if ctx.dtype(x) == torch.bool:
         value = ctx.cast(value, torch.int32)
     if dim is None:
         flat = ctx.emit("Reshape", value, ctx.const([-1], _I64))
-        out = ctx.emit(op, flat, axis=0, keepdims=0)
+        out = _first_nan_wins(ctx, op, flat, 0, 0)
         return ctx.emit("Reshape", out, ctx.const([1] * rank, _I64)) if keepdim else out
     if rank == 0:
         return ctx.const(0, _I64)
-    return ctx.emit(op, value, axis=dim % rank, keepdims=int(bool(keepdim)))
+    return _first_nan_wins(ctx, op, value, dim % rank, int(bool(keepdim)))
+
+
+def _first_nan_wins(ctx: LowerCtx, op: str, value: Value, axis: int, keepdims: int) -> Value:
+    out = ctx.emit(op, value, axis=axis, keepdims=keepdims)
+    if not ctx.dtype(ctx.arg(0)).is_floating_point:
+        return out
+    nan = ctx.cast(ctx.emit("IsNaN", value), torch.int32)
+    first = ctx.emit("ArgMax", nan, axis=axis, keepdims=keepdims)
+    any_nan = ctx.cast(
+        ctx.emit("ReduceMax", nan, ctx.const([axis], _I64), keepdims=keepdims), torch.bool
+    )
+    return ctx.emit("Where", any_nan, first, out)
 
 
 @lowers(aten.argmax.default, aten.argmin.default)
@@ -96,7 +128,7 @@ def max_dim(ctx: LowerCtx) -> list[Value]:
     indices)"""
     is_max = ctx.node.target == aten.max.dim
     dim, keepdim = ctx.arg(1), bool(ctx.arg(2))
-    values = _reduce(ctx, "ReduceMax" if is_max else "ReduceMin", [dim], keepdim)
+    values = _extreme(ctx, "ReduceMax" if is_max else "ReduceMin", [dim], keepdim)
     return [values, _arg_extreme(ctx, "ArgMax" if is_max else "ArgMin", dim, keepdim)]
 
 
@@ -159,7 +191,8 @@ def vector_norm(ctx: LowerCtx, value: Value, rank: int, ord_: Any, dims: Any, ke
     magnitude = ctx.emit("Abs", value)
     if math.isinf(ord_):
         op = "ReduceMax" if ord_ > 0 else "ReduceMin"
-        return reduce_value(ctx, op, magnitude, rank, dims, keep)
+        out = reduce_value(ctx, op, magnitude, rank, dims, keep)
+        return nan_where_any(ctx, magnitude, out, rank, dims, keep) if rank else out
     dtype = ctx.out_dtype
     if ord_ == 0:
         nonzero = ctx.cast(ctx.emit("Not", ctx.emit("Equal", value, ctx.const(0.0, dtype))), dtype)

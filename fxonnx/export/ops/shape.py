@@ -29,9 +29,15 @@ def identity(ctx: LowerCtx) -> Value:
     return ctx.input(0)
 
 
-@lowers(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default)
+@lowers(
+    aten.dropout.default,
+    aten.feature_dropout.default,
+    aten.alpha_dropout.default,
+    aten.feature_alpha_dropout.default,
+)
 def dropout(ctx: LowerCtx) -> Value:
-    """dropout(Tensor input, float p, bool train) -> Tensor: identity in eval mode."""
+    """dropout(Tensor input, float p, bool train) -> Tensor (and feature_, alpha_,
+    feature_alpha_dropout): identity in eval mode."""
     if ctx.arg(2):
         raise ExportError(
             f"{ctx.node.name}: dropout in training mode cannot be exported for inference",
@@ -155,10 +161,11 @@ def squeeze(ctx: LowerCtx) -> Value:
     return ctx.emit("Squeeze", ctx.input(0), ctx.const(ones, torch.int64))
 
 
-@lowers(aten.expand.default)
+@lowers(aten.expand.default, aten.broadcast_to.default)
 def expand(ctx: LowerCtx) -> Value:
-    """expand(Tensor(a) self, SymInt[] size, *, bool implicit=False) -> Tensor(a); -1 keeps a
-    dim, which ONNX's broadcasting Expand writes as 1."""
+    """expand(Tensor(a) self, SymInt[] size, *, bool implicit=False) -> Tensor(a);
+    broadcast_to(Tensor(a) self, SymInt[] size) -> Tensor(a). -1 keeps a dim, which ONNX's
+    broadcasting Expand writes as 1."""
     sizes = [1 if isinstance(s, int) and s == -1 else s for s in ctx.arg(1)]
     return ctx.emit("Expand", ctx.input(0), ctx.int_list(sizes))
 
