@@ -248,6 +248,8 @@ def squeezes_dynamic_dim(node: fx.Node) -> bool:
     if v is None:
         return False
     rank = v.dim()
+    if rank == 0:
+        return False
     if node.target is torch.ops.aten.squeeze.default:
         dims = list(range(rank))
     else:
