@@ -199,7 +199,8 @@ class _Tracer:
         user_nodes = placeholders[len(self.state) :]
         _reorder_placeholders(gm, state_nodes + user_nodes)
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
-        n_mut = len(sig.buffers_to_mutate) + len(sig.user_inputs_to_mutate)
+        mutated = getattr(sig, "parameters_to_mutate", {})  # Embedding(max_norm=...)
+        n_mut = len(sig.buffers_to_mutate) + len(sig.user_inputs_to_mutate) + len(mutated)
         outs = list(out_node.args[0])
         out_node.args = (outs[n_mut:],)
         if n_mut:

@@ -85,10 +85,6 @@ XFAIL: dict[str, tuple[type[BaseException], str]] = {
         CaptureError,
         "[unsupported] capture refused: CrossMapLRN2d's legacy autograd Function resizes storages",
     ),
-    "Embedding-max_norm": (
-        ValueError,
-        "[bug] capture: a forward that renormalises its weight in place (max_norm) crashes with a raw ValueError",
-    ),
     "CTCLoss-plain": (
         CaptureError,
         "[unsupported] capture refused: data-dependent values (CTCLoss input/target lengths)",

@@ -23,6 +23,28 @@ def embedding(ctx: LowerCtx) -> Value:
     return ctx.emit("Gather", ctx.input(0), ctx.input(1), axis=0)
 
 
+@lowers(aten.embedding_renorm.default)
+def embedding_renorm(ctx: LowerCtx) -> Value:
+    """embedding_renorm(Tensor self, Tensor indices, float max_norm, float norm_type) -> Tensor:
+    rows whose ``norm_type`` norm exceeds ``max_norm`` scaled by max_norm / (norm + 1e-7), as
+    ``nn.Embedding(max_norm=...)`` does before its lookup. Eager does it in place on the weight;
+    the graph scales every row on each call, which gives the rows this call looks up the values
+    eager uses (renormalising is idempotent), without state."""
+    weight, max_norm, p = ctx.input(0), float(ctx.arg(2)), float(ctx.arg(3))
+    dtype = ctx.out_dtype
+    axis = ctx.const([1], torch.int64)
+    powered = ctx.emit("Pow", ctx.emit("Abs", weight), ctx.const(p, dtype))
+    norm = ctx.emit(
+        "Pow", ctx.emit("ReduceSum", powered, axis, keepdims=1), ctx.const(1 / p, dtype)
+    )
+    scale = ctx.emit(
+        "Div", ctx.const(max_norm, dtype), ctx.emit("Add", norm, ctx.const(1e-7, dtype))
+    )
+    over = ctx.emit("Greater", norm, ctx.const(max_norm, dtype))
+    factor = ctx.emit("Where", over, scale, ctx.const(1.0, dtype))
+    return ctx.emit("Mul", weight, factor)
+
+
 @lowers(aten.embedding_bag.padding_idx, aten.embedding_bag.default)
 def embedding_bag(ctx: LowerCtx) -> list[Value | None]:
     """embedding_bag.padding_idx(Tensor weight, Tensor indices, Tensor offsets,
