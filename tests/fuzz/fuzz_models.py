@@ -237,12 +237,13 @@ def _cast(draw: Any, shape: Shape, dtype: torch.dtype, avoid: frozenset) -> Draw
     target = draw(st.sampled_from([torch.float32, torch.float64, torch.int64, torch.bool]))
     if target == dtype:
         return None
+    # through a comparison (the bool target) the output no longer depends on x differentiably
+    diff = dtype.is_floating_point and target.is_floating_point
     if target == torch.bool:
         fn = lambda m, x: (x > 0).to(torch.float32)  # noqa: E731
         target = torch.float32
     else:
         fn = lambda m, x: x.to(target)  # noqa: E731
-    diff = dtype.is_floating_point and target.is_floating_point
     return Block(f"cast({str(dtype)[6:]}->{str(target)[6:]})", fn), shape, target, diff
 
 
