@@ -71,7 +71,7 @@ class _Advanced:
         self.stacked = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=-1)
 
 
-@lowers(aten.index.Tensor, aten._unsafe_index.Tensor)
+@lowers(aten.index.Tensor)
 def index(ctx: LowerCtx) -> Value:
     """index.Tensor(Tensor self, Tensor?[] indices) -> Tensor"""
     x, indices = ctx.arg(0), list(ctx.arg(1))
