@@ -202,10 +202,10 @@ def _from_factory(ref: str, module: Any, attr: str) -> tuple[Any, tuple | None]:
 def _resize(args: tuple, batch: int) -> tuple:
     import torch
 
-    from ..verify import resize_batch
+    from ..verify import resize_inputs
 
-    dims = [0 if t.dim() > 0 else None for t in args if isinstance(t, torch.Tensor)]
-    return resize_batch(args, {}, dims, batch)[0]
+    sizes = [[batch] if t.dim() > 0 else [] for t in args if isinstance(t, torch.Tensor)]
+    return resize_inputs(args, {}, sizes)[0]
 
 
 def load_model(ref: str, inputs: list[str] | None = None, batch: int | None = None) -> LoadedModel:

@@ -273,3 +273,21 @@ def test_the_readme_main_job_writes_standard_onnx(tmp_path: Path, capsys) -> Non
         assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, path
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}, path
         assert "Conv" in {n.op_type for n in model.graph.node}
+
+
+def test_factory_example_resized_by_batch(tmp_path: Path, capsys) -> None:
+    factory = tmp_path / "fac.py"
+    factory.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def make():\n    torch.manual_seed(0)\n    return nn.Linear(4, 2), (torch.randn(3, 4),)\n"
+    )
+    out = tmp_path / "fac.onnx"
+    code = main(["export", f"{factory}:make", "-o", str(out), "--batch", "5", "--json"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["inputs"][0]["shape"] == ["batch", 4]
+    assert data["verification"]["checks"][0]["name"] == "output"
+    from fxonnx.cli._load import load_model
+
+    (x,) = load_model(f"{factory}:make", None, 5).args
+    assert x.shape == (5, 4)
