@@ -12,21 +12,24 @@ Forms accepted, for the model's tensor inputs (by forward() name, or position am
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from .._errors import CaptureError
+from ._signature import sanitize
 
 PerInput = dict[int, str]
 _EXAMPLE = "dynamic_dims={'input_ids': {0: 'batch', 1: 'seq'}}"
 
 
-def _ident(name: str) -> str:
-    ident = re.sub(r"\W", "_", name)
-    return ident if ident and not ident[0].isdigit() else f"_{ident}"
+def mode(spec: Any) -> str:
+    """How ``spec`` (an effective ``dynamic_dims``) asks for dims: "static", "auto", "all" or
+    "explicit" (a dict); under "auto"/"all" a dim the model fixes becomes static, else an error."""
+    if spec is None or spec is False:
+        return "static"
+    return spec if isinstance(spec, str) else "explicit"
 
 
 def effective(dynamic_dims: Any, batch_dims: Any, dynamic: bool, names: Sequence[str]) -> Any:
@@ -90,7 +93,7 @@ def resolve(tensors: Sequence[torch.Tensor], names: Sequence[str], spec: Any) ->
             return _auto(tensors)
         if spec == "all":
             return [  # an empty example dim stays static: a graph symbol is >= 1
-                {d: f"{_ident(n)}_dim{d}" for d in range(t.dim()) if t.shape[d] != 0}
+                {d: f"{sanitize(n)}_dim{d}" for d in range(t.dim()) if t.shape[d] != 0}
                 for t, n in zip(tensors, names, strict=True)
             ]
         raise CaptureError(

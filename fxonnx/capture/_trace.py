@@ -96,12 +96,7 @@ class _Tracer:
         self.tensors = [leaves[i] for i in self.tensor_pos]
         self.tensor_names = [self.names[i] for i in self.tensor_pos]
         dynamic_dims = _dims.effective(dynamic_dims, batch_dims, dynamic, self.tensor_names)
-        if dynamic_dims is None or dynamic_dims is False:
-            self.requested = "static"
-        elif isinstance(dynamic_dims, str):
-            self.requested = dynamic_dims
-        else:
-            self.requested = "explicit"
+        self.requested = _dims.mode(dynamic_dims)
         self.per_input = _dims.resolve(self.tensors, self.tensor_names, dynamic_dims)
         self.state = {
             **dict(model.named_parameters()),

@@ -10,7 +10,6 @@ dynamo's guards runs the same session.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from torch import fx
 
 from .._errors import ExportError, RuntimeSessionError
 from ..capture import Captured, Shapes, TensorSpec
+from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
 from ..verify import Report
@@ -33,11 +33,6 @@ from ._partition import op_name
 log = logging.getLogger(__name__)
 
 _TENSOR, _INT = 0, 1
-
-
-def _ident(name: str) -> str:
-    name = re.sub(r"\W", "_", name)
-    return name if name and not name[0].isdigit() else f"_{name}"
 
 
 def _symbols_of(vals: list[Any]) -> tuple[Any, dict[sympy.Symbol, sympy.Symbol]]:
@@ -77,9 +72,9 @@ def captured_of(gm: fx.GraphModule) -> Captured:
     vals = [n.meta.get("val") for n in placeholders] + [o.meta.get("val") for o in outs]
     env, printed = _symbols_of(vals)
     shapes = Shapes(requested="explicit", env=env, printed=printed)
-    inputs = tuple(_spec(_ident(n.name), "input", n.meta["val"], shapes) for n in placeholders)
+    inputs = tuple(_spec(sanitize(n.name), "input", n.meta["val"], shapes) for n in placeholders)
     outputs = tuple(
-        _spec(f"out{i}_{_ident(o.name)}", "output", o.meta["val"], shapes)
+        _spec(f"out{i}_{sanitize(o.name)}", "output", o.meta["val"], shapes)
         for i, o in enumerate(outs)
     )
     empty = pytree.tree_flatten(((), {}))[1]
@@ -113,7 +108,7 @@ class OnnxPartition:
             from ..passes import run_passes
 
             captured, _ = run_passes(captured, options.passes, options.skip, opset=options.opset)
-        self.onnx_model = lower(captured, opset=options.opset, graph_name=_ident(name))
+        self.onnx_model = lower(captured, opset=options.opset, graph_name=sanitize(name))
         self.session = Session(
             self.onnx_model.SerializeToString(),
             provider=options.provider,

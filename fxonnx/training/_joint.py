@@ -29,7 +29,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError, ExportError
 from ..capture import Shapes
-from ..capture._dims import effective, from_batch_dims, resolve
+from ..capture._dims import effective, from_batch_dims, mode, resolve
 from ..capture._functionalize import _functional_twin, functionalize_simple
 from ..capture._recurrent import recurrent_decomposed
 from ..capture._symbolic import SymbolicInputs
@@ -322,7 +322,7 @@ def trace_joint(
             )
         wanted = _with_targets(from_batch_dims(batch_dims, names[: len(inputs)]), tensors, names)
     per_input = resolve(tensors, names, wanted)
-    requested = "static" if wanted is None else wanted if isinstance(wanted, str) else "explicit"
+    requested = mode(wanted)
     if not any(per_input):
         return _finish(spec, _trace(spec, None), Shapes(requested=requested))
     symbolic = SymbolicInputs.create(tensors, names, per_input)
