@@ -57,7 +57,7 @@ def _define(name: str, real: Callable[..., Any]) -> Any:
     def _(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):  # type: ignore[no-untyped-def]
         return _fake_pair(input, hx, params, bidirectional)
 
-    _register_recompute(op, real, n_out=2)
+    _register_recompute(op, real)
     return op
 
 
@@ -87,7 +87,7 @@ def _(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, 
     return out, h0.new_empty(h0.shape), c0.new_empty(c0.shape)
 
 
-def _register_recompute(op: Any, real: Callable[..., Any], n_out: int) -> None:
+def _register_recompute(op: Any, real: Callable[..., Any]) -> None:
     """Autograd for ``op``: recompute the ATen op with grad and differentiate it."""
 
     def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
@@ -121,7 +121,7 @@ def _register_recompute(op: Any, real: Callable[..., Any], n_out: int) -> None:
 _rnn_tanh = _define("rnn_tanh", _VF.rnn_tanh)
 _rnn_relu = _define("rnn_relu", _VF.rnn_relu)
 _gru = _define("gru", _VF.gru)
-_register_recompute(_lstm, _VF.lstm, n_out=3)
+_register_recompute(_lstm, _VF.lstm)
 
 _WHOLE = {
     _VF.rnn_tanh: torch.ops.fxonnx.rnn_tanh.default,
