@@ -19,7 +19,7 @@ Value = str  # the ONNX name of a tensor value
 class LowerCtx:
     """One node's view of the export.
 
-    Values of SymInt nodes (batch arithmetic) are int64 tensors of shape [1]; ``int_list``
+    Values of SymInt nodes (arithmetic on dynamic dims) are int64 tensors of shape [1]; ``int_list``
     concatenates them with constant ints into a shape tensor.
     """
 
@@ -147,7 +147,7 @@ class LowerCtx:
 
     # -- shapes as tensors -----------------------------------------------------------------
     def int_list(self, items: Sequence[Any]) -> Value:
-        """A 1-D int64 tensor from ints and SymInt nodes (batch arithmetic)."""
+        """A 1-D int64 tensor from ints and SymInt nodes (sizes computed from dynamic dims)."""
         if all(isinstance(i, int) for i in items):
             return self.const(list(items), torch.int64)
         pieces: list[Value] = []
