@@ -11,6 +11,7 @@ of each such decision for the error message.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import traceback
@@ -27,6 +28,7 @@ from torch.utils._sympy.printers import PythonPrinter
 
 from ._captured import DimSymbol, Shapes
 from ._dims import PerInput
+from ._shape_kernels import lean_node_meta, shape_kernel_mode
 
 _MACHINERY = (
     "/torch/",
@@ -127,7 +129,7 @@ class SymbolicInputs:
         cls, tensors: Sequence[torch.Tensor], names: Sequence[str], per_input: list[PerInput]
     ) -> SymbolicInputs:
         env = RecordingShapeEnv()
-        mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
+        mode = shape_kernel_mode(shape_env=env, allow_non_fake_inputs=True)
         # the fake-tensor cache costs more than it saves on symbolic shapes (2x, measured)
         mode.cache_enabled = False
         self = cls(env, mode, per_input, list(names))
@@ -155,8 +157,12 @@ class SymbolicInputs:
     def tracing(self) -> Any:
         """The config to trace under: sizes are reasoned about "size-obliviously", so that
         ``x[1:]`` at an example batch of 2 (size 1) does not fix the batch at 2 through a
-        broadcasting check; verification at the example's size then checks that choice."""
-        return torch.fx.experimental._config.patch(backed_size_oblivious=True)
+        broadcasting check; verification at the example's size then checks that choice.
+        Node meta skips what costs most and nothing reads (``lean_node_meta``)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.fx.experimental._config.patch(backed_size_oblivious=True))
+        stack.enter_context(lean_node_meta())
+        return stack
 
     def fake(self, t: torch.Tensor, dims: PerInput) -> torch.Tensor:
         shape = [self.sizes[dims[d]] if d in dims else int(s) for d, s in enumerate(t.shape)]

@@ -1,0 +1,383 @@
+"""Shape-only fake kernels for the ops that dominate a symbolic trace.
+
+With symbolic sizes, fake tensors compute an op's output metadata by running torch's Python
+reference or decomposition on SymInts (``_native_batch_norm_legit_no_training``: 8 ms a call,
+``hardtanh_``: 13 ms, ``addmm``: 4 ms), because the C++ meta kernels take ints only. That made a
+symbolic capture 3x a static one. For the ops below the output's shape, dtype and layout follow
+from the inputs' in one line; ``shape_kernel_mode`` answers those directly and hands everything
+else (other dtypes, layouts it cannot name, mismatched operands) to torch unchanged.
+``lean_node_meta`` drops the other big cost: make_fx's best-effort ``tensor_meta`` asks every
+output whether it is contiguous in three memory formats, symbolically; nothing here reads it.
+``tests/capture/test_shape_kernels.py`` checks each kernel against torch's own result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch._prims_common import is_contiguous_for_memory_format_or_false
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.fx.experimental import proxy_tensor
+
+aten = torch.ops.aten
+_FLOATS = (torch.float32, torch.float64)  # compute dtype == storage dtype: no promotion rules
+_Kernel = Callable[[FakeTensorMode, Sequence[Any], dict], Any]
+
+
+def shape_kernel_mode(**options: Any) -> FakeTensorMode:
+    """A FakeTensorMode that answers the hot ops of symbolic traces without torch's refs.
+
+    The hook is bound on the instance, not put in a subclass: torch's higher-order ops
+    (``torch.cond``) find their fake rule by the mode's exact type."""
+    mode = FakeTensorMode(**options)
+    torch_dispatch = mode._dispatch_impl
+
+    def dispatch(func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        kernel = _KERNELS.get(func)
+        if kernel is not None:
+            out = kernel(mode, args, kwargs)
+            if out is not NotImplemented:
+                return out
+        return torch_dispatch(func, types, args, kwargs)
+
+    mode._dispatch_impl = dispatch  # type: ignore[method-assign]
+    return mode
+
+
+def _ours(mode: FakeTensorMode, x: Any) -> bool:
+    """A float32/64 fake tensor of ``mode`` with symbolic sizes: where the kernels apply."""
+    return (
+        isinstance(x, FakeTensor)
+        and x.fake_mode is mode
+        and x.dtype in _FLOATS
+        and x._has_symbolic_sizes_strides
+    )
+
+
+def _empty(mode: FakeTensorMode, like: FakeTensor, shape: Sequence[Any], fmt: Any) -> FakeTensor:
+    meta = torch.empty(shape, dtype=like.dtype, device="meta", memory_format=fmt)
+    return FakeTensor(mode, meta, device=like.device)
+
+
+def _layout(x: FakeTensor) -> Any:
+    """The memory format ``x`` definitely has (never guards), or None."""
+    if is_contiguous_for_memory_format_or_false(x, memory_format=torch.contiguous_format):
+        return torch.contiguous_format
+    if x.dim() == 4 and is_contiguous_for_memory_format_or_false(
+        x, memory_format=torch.channels_last
+    ):
+        return torch.channels_last
+    return None
+
+
+def _like(mode: FakeTensorMode, x: FakeTensor) -> Any:
+    """What a pointwise op of ``x`` alone returns: its shape, dtype and layout."""
+    fmt = _layout(x)
+    return NotImplemented if fmt is None else _empty(mode, x, x.shape, fmt)
+
+
+def _scalars(values: Sequence[Any]) -> bool:
+    return all(not isinstance(v, torch.Tensor) for v in values)
+
+
+def _pointwise(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x = args[0]
+    if not _ours(mode, x) or not _scalars([*args[1:], *kwargs.values()]):
+        return NotImplemented
+    return _like(mode, x)
+
+
+def _inplace(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x = args[0]
+    if not _ours(mode, x) or not _scalars([*args[1:], *kwargs.values()]):
+        return NotImplemented
+    return x
+
+
+def _softmax(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x, _dim, half_to_float = args
+    if half_to_float or not _ours(mode, x) or _layout(x) is not torch.contiguous_format:
+        return NotImplemented
+    return _like(mode, x)
+
+
+def _clone(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    fmt = kwargs.get("memory_format")
+    if len(args) != 1 or fmt not in (None, torch.preserve_format, torch.contiguous_format):
+        return NotImplemented
+    x = args[0]
+    if fmt is torch.contiguous_format and _ours(mode, x):  # .contiguous()
+        return _empty(mode, x, x.shape, torch.contiguous_format)
+    return _pointwise(mode, args, {})
+
+
+def _same_size(p: Any, q: Any) -> bool:
+    """Sizes equal by construction (the same int, or the same expression): never guards."""
+    if isinstance(p, torch.SymInt) and isinstance(q, torch.SymInt):
+        return p.node.expr == q.node.expr  # structural sympy equality, not a guard
+    return type(p) is int and type(q) is int and p == q
+
+
+def _dominant(a: FakeTensor, b: Any) -> bool:
+    """``b`` broadcasts to ``a``'s shape without changing it: a Python number, or a tensor of
+    no higher rank whose every dim equals ``a``'s (by construction) or is a static 1."""
+    if type(b) in (int, float):
+        return True
+    if not isinstance(b, FakeTensor) or b.dim() > a.dim():
+        return False
+    tail = a.shape[a.dim() - b.dim() :]
+    return all(
+        (type(q) is int and q == 1) or _same_size(p, q) for p, q in zip(tail, b.shape, strict=True)
+    )
+
+
+def _binary(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """add/sub/mul/div of same-dtype float tensors (or a number) whose result has the shape of
+    one operand: a residual ``x + y``, a bias ``x + b``, a scale ``x * 0.5``."""
+    a, b = args[:2]
+    if len(args) > 2 or set(kwargs) - {"alpha"} or not _scalars(kwargs.values()):
+        return NotImplemented
+    if isinstance(a, FakeTensor) and isinstance(b, FakeTensor) and not _same_kind(mode, a, b):
+        return NotImplemented
+    for big, small in ((a, b), (b, a)):
+        if _ours(mode, big) and _dominant(big, small):
+            return _like(mode, big)
+    return NotImplemented
+
+
+def _alias(x: FakeTensor, mode: FakeTensorMode, shape: Sequence[Any], stride: Sequence[Any]) -> Any:
+    with mode:
+        return x.as_strided(shape, stride, x.storage_offset())
+
+
+def _symbolic_view_input(mode: FakeTensorMode, x: Any) -> bool:
+    return isinstance(x, FakeTensor) and x.fake_mode is mode and x._has_symbolic_sizes_strides
+
+
+def _contiguous_strides(shape: Sequence[Any]) -> list[Any]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step = step if type(size) is int and size <= 1 else step * size
+    return strides[::-1]
+
+
+def _view(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """A contiguous tensor viewed as a shape of the same numel by construction (no -1)."""
+    x, shape = args[0], list(args[1])
+    if kwargs or not shape or not _symbolic_view_input(mode, x):
+        return NotImplemented
+    if any(type(s) is int and s < 0 for s in shape) or _layout(x) is not torch.contiguous_format:
+        return NotImplemented
+    if not _same_size(x.numel(), math.prod(shape)):
+        return NotImplemented
+    return _alias(x, mode, shape, _contiguous_strides(shape))
+
+
+def _unsafe_view(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    out = _view(mode, args, kwargs)
+    if out is NotImplemented:
+        return out
+    return _empty(mode, args[0], out.shape, torch.contiguous_format)
+
+
+def _permuted(mode: FakeTensorMode, x: FakeTensor, order: Sequence[int]) -> Any:
+    size, stride = x.shape, x.stride()
+    return _alias(x, mode, [size[i] for i in order], [stride[i] for i in order])
+
+
+def _transpose(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x, d0, d1 = args
+    if kwargs or not _symbolic_view_input(mode, x):
+        return NotImplemented
+    order = list(range(x.dim()))
+    d0, d1 = d0 % x.dim(), d1 % x.dim()
+    order[d0], order[d1] = order[d1], order[d0]
+    return _permuted(mode, x, order)
+
+
+def _permute(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x, dims = args
+    if kwargs or not _symbolic_view_input(mode, x) or len(dims) != x.dim():
+        return NotImplemented
+    order = [d % x.dim() for d in dims]
+    if sorted(order) != list(range(x.dim())):
+        return NotImplemented
+    return _permuted(mode, x, order)
+
+
+def _unsqueeze(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x, dim = args
+    if kwargs or not _symbolic_view_input(mode, x):
+        return NotImplemented
+    dim = dim % (x.dim() + 1)
+    size, stride = list(x.shape), list(x.stride())
+    new_stride = 1 if dim >= x.dim() else size[dim] * stride[dim]
+    return _alias(
+        x, mode, [*size[:dim], 1, *size[dim:]], [*stride[:dim], new_stride, *stride[dim:]]
+    )
+
+
+def _same_kind(mode: FakeTensorMode, x: FakeTensor, *others: Any) -> bool:
+    """Each of ``others`` is None or a fake tensor of ``x``'s mode, dtype and device."""
+    return all(
+        t is None
+        or (
+            isinstance(t, FakeTensor)
+            and t.fake_mode is mode
+            and t.dtype == x.dtype
+            and t.device == x.device
+        )
+        for t in others
+    )
+
+
+def _batch_norm_eval(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x, weight, bias, mean, var = args[:5]
+    if kwargs or not _ours(mode, x) or not _same_kind(mode, x, weight, bias, mean, var):
+        return NotImplemented
+    out = _like(mode, x)
+    if out is NotImplemented:
+        return out
+    return (
+        out,
+        _empty(mode, x, (0,), torch.contiguous_format),
+        _empty(mode, x, (0,), torch.contiguous_format),
+    )
+
+
+def _layer_norm(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x, normalized, weight, bias = args[:4]
+    if kwargs or not _ours(mode, x) or not _same_kind(mode, x, weight, bias):
+        return NotImplemented
+    if _layout(x) is not torch.contiguous_format:
+        return NotImplemented
+    axis = x.dim() - len(normalized)
+    stats = (*x.shape[:axis], *([1] * len(normalized)))
+    fmt = torch.contiguous_format
+    return _empty(mode, x, x.shape, fmt), _empty(mode, x, stats, fmt), _empty(mode, x, stats, fmt)
+
+
+def _addmm(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    bias, a, b = args[:3]
+    if not _scalars([*args[3:], *kwargs.values()]) or not _same_kind(mode, a, bias, b):
+        return NotImplemented
+    if not (_ours(mode, a) and a.dim() == 2 and b.dim() == 2 and bias.dim() == 1):
+        return NotImplemented
+    k, n = b.shape
+    # static weight shapes (a Linear's) are checked as eager would; anything else goes to torch
+    if not all(isinstance(s, int) for s in (k, n, bias.shape[0], a.shape[1])):
+        return NotImplemented
+    if a.shape[1] != k or bias.shape[0] not in (1, n):
+        return NotImplemented
+    return _empty(mode, a, (a.shape[0], n), torch.contiguous_format)
+
+
+def _pow(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    exponent = args[1]
+    if kwargs or type(exponent) not in (int, float):  # a complex exponent promotes
+        return NotImplemented
+    return _pointwise(mode, args, {})
+
+
+def _clamp(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    bounds = [*args[1:3], *kwargs.values()]
+    if not any(b is not None for b in bounds):  # eager refuses clamp() with no bound
+        return NotImplemented
+    return _pointwise(mode, args, kwargs)
+
+
+def _mean(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    x = args[0]
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if set(kwargs) - {"dim", "keepdim"} or not _ours(mode, x) or not dims:
+        return NotImplemented
+    if _layout(x) is not torch.contiguous_format:
+        return NotImplemented
+    reduced = {d % x.dim() for d in dims}
+    if len(reduced) != len(dims):  # a repeated dim: eager's error
+        return NotImplemented
+    shape = [1 if i in reduced else s for i, s in enumerate(x.shape) if keepdim or i not in reduced]
+    return _empty(mode, x, shape, torch.contiguous_format)
+
+
+_POINTWISE = (
+    "relu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardtanh",
+    "hardswish",
+    "hardsigmoid",
+    "elu",
+    "leaky_relu",
+    "mish",
+    "neg",
+    "rsqrt",
+    "sqrt",
+    "exp",
+    "erf",
+)
+_INPLACE = ("relu_", "hardtanh_", "silu_", "hardswish_", "hardsigmoid_", "elu_", "leaky_relu_")
+
+
+def _kernels() -> dict[Any, _Kernel]:
+    table: dict[Any, _Kernel] = {}
+    for name in _POINTWISE:
+        table[getattr(aten, name).default] = _pointwise
+    for name in _INPLACE:
+        table[getattr(aten, name).default] = _inplace
+    table[aten.pow.Tensor_Scalar] = _pow
+    table[aten.clamp.default] = _clamp
+    table[aten.clone.default] = _clone
+    table[aten._softmax.default] = _softmax
+    table[aten._log_softmax.default] = _softmax
+    table[aten._native_batch_norm_legit_no_training.default] = _batch_norm_eval
+    table[aten.native_layer_norm.default] = _layer_norm
+    table[aten.addmm.default] = _addmm
+    table[aten.mean.dim] = _mean
+    for op in (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor):
+        table[op] = _binary
+    table[aten.view.default] = _view
+    table[aten._unsafe_view.default] = _unsafe_view
+    table[aten.transpose.int] = _transpose
+    table[aten.permute.default] = _permute
+    table[aten.unsqueeze.default] = _unsqueeze
+    return table
+
+
+_KERNELS = _kernels()
+
+
+_LEAN_META = contextvars.ContextVar("fxonnx_lean_node_meta", default=False)
+
+
+@contextlib.contextmanager
+def lean_node_meta() -> Iterator[None]:
+    """Within: make_fx records ``tensor_meta`` without its memory format (``val`` is intact).
+    Only this context's thread is affected; other traces in the process keep torch's default."""
+    _wrap_extract_tensor_metadata()
+    token = _LEAN_META.set(True)
+    try:
+        yield
+    finally:
+        _LEAN_META.reset(token)
+
+
+def _wrap_extract_tensor_metadata() -> None:
+    original = proxy_tensor._extract_tensor_metadata
+    if getattr(original, "_fxonnx_lean", False):
+        return
+
+    def extract(result: torch.Tensor, include_contiguity: bool = True) -> Any:
+        return original(result, include_contiguity and not _LEAN_META.get())
+
+    extract._fxonnx_lean = True  # type: ignore[attr-defined]
+    proxy_tensor._extract_tensor_metadata = extract
