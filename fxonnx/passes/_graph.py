@@ -128,10 +128,22 @@ def _static(t: torch.Tensor) -> bool:
     return all(type(d) is int for d in t.shape) and all(type(d) is int for d in t.stride())
 
 
-def call(graph: fx.Graph, target: Target, args: tuple, kwargs: dict | None = None) -> fx.Node:
-    """Create a call_function node (at the graph's insert point) with its meta["val"]."""
+def call(
+    graph: fx.Graph,
+    target: Target,
+    args: tuple,
+    kwargs: dict | None = None,
+    *,
+    like: fx.Node | None = None,
+) -> fx.Node:
+    """Create a call_function node (at the graph's insert point) with its meta["val"]: that of
+    ``like`` when the pass knows the new node computes a value of the same metadata (the conv
+    that a batch norm folds into, with new weights), else evaluated on the inputs' FakeTensors."""
     node = graph.call_function(target, args, kwargs or {})
-    infer_meta(node)
+    if like is not None:
+        node.meta["val"] = like.meta["val"]
+    else:
+        infer_meta(node)
     return node
 
 

@@ -127,7 +127,7 @@ class FoldBatchNorm(Pass):
             args[1], args[2] = w2, b2
             kwargs = {k: v for k, v in x.kwargs.items() if k != "bias"}
             with graph.inserting_before(bn):
-                new = call(graph, x.target, tuple(args), kwargs)
+                new = call(graph, x.target, tuple(args), kwargs, like=x)
             out.replace_all_uses_with(new)
             for dead in dict.fromkeys((out, bn, x)):  # out is bn for aten.batch_norm
                 if not dead.users:
@@ -147,16 +147,26 @@ def _folded(
     eps: float,
     axis: int,
 ) -> tuple[fx.Node, fx.Node]:
-    s = call(graph, aten.rsqrt.default, (call(graph, aten.add.Tensor, (var, eps)),))
+    # all of one dtype (as always outside mixed precision): each new value has the shape and
+    # dtype of the one it is computed from, with no type promotion, so no inference is needed
+    parts = [p for p in (w, b, gamma, beta, mean, var) if isinstance(p, fx.Node)]
+    known = len({val(p).dtype for p in parts}) == 1
+
+    def like(node: fx.Node) -> fx.Node | None:
+        return node if known else None
+
+    shifted_var = call(graph, aten.add.Tensor, (var, eps), like=like(var))
+    s = call(graph, aten.rsqrt.default, (shifted_var,), like=like(var))
     if gamma is not None:
-        s = call(graph, aten.mul.Tensor, (s, gamma))
+        s = call(graph, aten.mul.Tensor, (s, gamma), like=like(var))
     shape = [1] * val(w).dim()
     shape[axis] = -1
-    w2 = call(graph, aten.mul.Tensor, (w, call(graph, aten.reshape.default, (s, shape))))
-    shifted = call(graph, aten.neg.default, (mean,)) if b is None else None
+    scale = call(graph, aten.reshape.default, (s, shape))
+    w2 = call(graph, aten.mul.Tensor, (w, scale), like=like(w))
+    shifted = call(graph, aten.neg.default, (mean,), like=like(mean)) if b is None else None
     if shifted is None:
-        shifted = call(graph, aten.sub.Tensor, (b, mean))
-    b2 = call(graph, aten.mul.Tensor, (shifted, s))
+        shifted = call(graph, aten.sub.Tensor, (b, mean), like=like(mean))
+    b2 = call(graph, aten.mul.Tensor, (shifted, s), like=like(mean))
     if beta is not None:
-        b2 = call(graph, aten.add.Tensor, (b2, beta))
+        b2 = call(graph, aten.add.Tensor, (b2, beta), like=like(mean))
     return w2, b2
