@@ -37,10 +37,11 @@ class LinearNdToMatmul(Pass):
             if state_of(ctx.captured, w) is None:
                 stats["miss:weight_not_state"] += 1
                 continue
-            with graph.inserting_before(node):
-                out = call(graph, aten.matmul.default, (x, call(graph, aten.t.default, (w,))))
+            with graph.inserting_before(node):  # matmul and add compute the linear's value
+                wt = call(graph, aten.t.default, (w,))
+                out = call(graph, aten.matmul.default, (x, wt), like=node)
                 if b is not None:
-                    out = call(graph, aten.add.Tensor, (out, b))
+                    out = call(graph, aten.add.Tensor, (out, b), like=node)
             node.replace_all_uses_with(out)
             graph.erase_node(node)
             stats["rewritten"] += 1
