@@ -159,27 +159,65 @@ def _symbolic_view_input(mode: FakeTensorMode, x: Any) -> bool:
     return isinstance(x, FakeTensor) and x.fake_mode is mode and x._has_symbolic_sizes_strides
 
 
-def _contiguous_strides(shape: Sequence[Any]) -> list[Any]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step = step if type(size) is int and size <= 1 else step * size
-    return strides[::-1]
-
-
 def _view(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
-    """A contiguous tensor viewed as a shape of the same numel by construction (no -1)."""
+    """``x.view(shape)`` when every size comparison it needs is decided by construction."""
     x, shape = args[0], list(args[1])
     if kwargs or not shape or not _symbolic_view_input(mode, x):
         return NotImplemented
-    if any(type(s) is int and s < 0 for s in shape) or _layout(x) is not torch.contiguous_format:
+    shape = _infer_size(shape, x.numel())
+    if shape is None:
         return NotImplemented
-    if not _same_size(x.numel(), math.prod(shape)):
-        return NotImplemented
-    return _alias(x, mode, shape, _contiguous_strides(shape))
+    stride = _view_strides(list(x.shape), list(x.stride()), shape)
+    return NotImplemented if stride is None else _alias(x, mode, shape, stride)
+
+
+def _infer_size(shape: list[Any], numel: Any) -> list[Any] | None:
+    """``shape`` with its -1 resolved, when its numel equals ``numel`` by construction."""
+    holes = [i for i, s in enumerate(shape) if type(s) is int and s < 0]
+    if len(holes) > 1 or any(type(s) is int and s < -1 for s in shape):
+        return None
+    if holes:
+        known = math.prod(s for i, s in enumerate(shape) if i != holes[0])
+        if type(known) is int and known == 0:
+            return None
+        shape[holes[0]] = numel // known
+    return shape if _same_size(math.prod(shape), numel) else None
+
+
+def _is_one(size: Any) -> bool:
+    return type(size) is int and size == 1
+
+
+def _view_strides(old: list[Any], stride: list[Any], new: list[Any]) -> list[Any] | None:
+    """torch's ``computeStride`` (a view's strides, or None when no view exists) with every
+    comparison decided by construction; where one is not, None hands the view to torch."""
+    if any(type(s) is int and s == 0 for s in old):
+        return None
+    out: list[Any] = [None] * len(new)
+    view_d, base = len(new) - 1, stride[-1]
+    tensor_numel, view_numel = 1, 1
+    for d in range(len(old) - 1, -1, -1):
+        tensor_numel = tensor_numel * old[d]
+        if d == 0 or (
+            not _is_one(old[d - 1]) and not _same_size(stride[d - 1], tensor_numel * base)
+        ):
+            while view_d >= 0 and (
+                not _same_size(view_numel, tensor_numel) or _is_one(new[view_d])
+            ):
+                out[view_d] = view_numel * base
+                view_numel = view_numel * new[view_d]
+                view_d -= 1
+            if not _same_size(view_numel, tensor_numel):
+                return None
+            if d > 0:
+                base, tensor_numel, view_numel = stride[d - 1], 1, 1
+    return out if view_d == -1 else None
 
 
 def _unsafe_view(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """A view's shape in a tensor of its own; contiguous inputs only (then the strides agree)."""
+    if _symbolic_view_input(mode, args[0]) and _layout(args[0]) is not torch.contiguous_format:
+        return NotImplemented
     out = _view(mode, args, kwargs)
     if out is NotImplemented:
         return out

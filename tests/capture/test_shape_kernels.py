@@ -89,6 +89,12 @@ CASES = [
     (aten.view.default, [C3, ["b", "s", 8, 1]], {}),
     (aten._unsafe_view.default, [C3, ["b", "s", 2, 4]], {}),
     (aten.view.default, [I3, ["b", "s", 2, 4]], {}),
+    (aten.view.default, [C3, ["b", -1]], {}),
+    (aten.view.default, [C3, [-1, 8]], {}),
+    (aten.view.default, [C4, ["b", 2, 3, -1]], {}),
+    # multi-head attention: split a dim of a transposed tensor
+    (aten.view.default, [T3, ["b", 2, 4, "s"]], {}),
+    (aten.view.default, [("transposed", ("b", 4, 6), F32), ["b", 3, 2, 4]], {}),
     (aten.transpose.int, [C3, 0, 1], {}),
     (aten.transpose.int, [T3, -1, 0], {}),
     (aten.permute.default, [C4, [0, 2, 3, 1]], {}),
@@ -159,7 +165,8 @@ def test_kernel_matches_torch(op, args, kwargs) -> None:
 DECLINED = [
     (aten.relu.default, [I3], {}),  # integer dtypes
     (aten.view.default, [T3, ["b", "s", 8]], {}),  # a view of a non-contiguous tensor
-    (aten.view.default, [C3, ["b", -1]], {}),  # -1: the size is inferred with a guard
+    (aten.view.default, [T3, ["b", -1]], {}),  # no view exists: torch raises its error
+    (aten.view.default, [("contiguous", ("b", 6), F32), [-1, 4]], {}),  # 6b/4: a guard
     (aten.add.Tensor, [C3, ("contiguous", ("s", "b", 8), F32)], {}),  # b == s would be a guard
     (aten._log_softmax.default, [T3, 1, False], {}),
     (aten.addmm.default, [V16, C2, ("contiguous", (4, 16), F32)], {}),  # mismatched k
