@@ -239,3 +239,30 @@ def test_all_dims_from_a_batch_one_example_unify_what_the_model_ties() -> None:
     want, got = model(ids, mask), cm(input_ids=ids, attention_mask=mask)
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)
+
+
+class _HeadSplit(nn.Module):
+    """What attention code does with a dynamic (batch, seq): split heads, broadcast a mask
+    over them, index with None and full slices."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        heads = x.view(b, s, 4, 16).transpose(1, 2)  # (b, 4, s, 16)
+        m = mask[:, None, :, None].expand(b, 4, s, 16)  # (b, 1, s, 1) -> (b, 4, s, 16)
+        y = (heads * m)[:, :, :s]  # a slice to the dim's own size
+        return y.transpose(1, 2).reshape(b, s, -1)
+
+
+def test_reshapes_expands_and_full_slices_need_no_shape_arithmetic() -> None:
+    """Dynamic dims that a reshape copies or an expand keeps are written as ONNX's 0 and
+    broadcast 1, and full slices vanish: the graph has no Shape/Concat chain for onnxruntime
+    to run on every call, and still matches eager at other sizes."""
+    model = _HeadSplit()
+    dims = {"x": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}}
+    x, mask = torch.randn(2, 7, 64), (torch.rand(2, 7) > 0.3).float()
+    cm = fxonnx.compile(model, (x, mask), dynamic_dims=dims, provider="cpu")
+    ops = [n.op_type for n in cm.onnx_model.graph.node]
+    assert "Shape" not in ops and "Concat" not in ops and "Slice" not in ops, ops
+    for batch, seq in PAIRS:
+        inputs = (torch.randn(batch, seq, 64), (torch.rand(batch, seq) > 0.3).float())
+        _matches(cm, model, inputs)

@@ -125,9 +125,36 @@ class GraphBuilder:
     def graph(self) -> onnx.GraphProto:
         """The nodes, inputs and outputs; the root's initializers go in with write_initializers
         once the graph is inside its model (``make_model`` copies the graph, and weights are
-        most of its bytes)."""
+        most of its bytes). The root drops nodes whose values nothing reads (a dim's Shape
+        that a reshape no longer needs) and the constants only they read."""
+        if self.parent is None:
+            self._drop_dead_nodes()
         return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs)
+
+    def _drop_dead_nodes(self) -> None:
+        live = {o.name for o in self.outputs}
+        kept: list[onnx.NodeProto] = []
+        for node in reversed(self.nodes):
+            if any(o in live for o in node.output):
+                kept.append(node)
+                live.update(node.input)
+                live.update(_outer_names(node))
+        self.nodes = kept[::-1]
+        consts = set(self._const_cache.values())
+        self.initializers = [(n, t) for n, t in self.initializers if n in live or n not in consts]
 
     def write_initializers(self, graph: onnx.GraphProto) -> None:
         for name, tensor in self.root.initializers:
             tensor_proto(name, tensor, into=graph.initializer.add())
+
+
+def _outer_names(node: onnx.NodeProto) -> set[str]:
+    """Every value name the subgraphs of ``node`` (If branches, Scan bodies) read."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for inner in g.node:
+                names.update(inner.input)
+                names.update(_outer_names(inner))
+    return names

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..._errors import DynamicDimError, ExportError
+from ...capture import same_dim, static_dim
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
 from ._common import axes, promoted
@@ -56,7 +57,32 @@ def reshape_to(ctx: LowerCtx, x: Value, shape: list[Any]) -> Value:
 @lowers(aten.view.default, aten.reshape.default, aten._unsafe_view.default)
 def view(ctx: LowerCtx) -> Value:
     """view(Tensor self, SymInt[] size) -> Tensor"""
+    shape = _constant_target(ctx, ctx.arg(0))
+    if shape is not None:
+        return ctx.emit("Reshape", ctx.input(0), ctx.const(shape, torch.int64))
     return reshape_to(ctx, ctx.input(0), list(ctx.arg(1)))
+
+
+def _constant_target(ctx: LowerCtx, x: Any) -> list[int] | None:
+    """The output shape as constants when its dynamic dims need no arithmetic at run time:
+    each is the input's dim at the same position (ONNX's 0: copy) but at most one (-1: what
+    remains). ``(batch, seq, 64) -> (batch, seq, 4, 16)`` becomes ``[0, 0, 4, 16]``, and
+    onnxruntime needs no Shape/Gather/Concat chain for it. None when that does not hold."""
+    before, after = ctx.val(x).shape, ctx.val().shape
+    if any(static_dim(d) == 0 for d in after):  # 0 would be read as "copy" (allowzero)
+        return None
+    shape: list[int] = []
+    for i, d in enumerate(after):
+        size = static_dim(d)
+        if size is not None:
+            shape.append(size)
+        elif i < len(before) and same_dim(before[i], d):
+            shape.append(0)
+        elif -1 in shape:
+            return None
+        else:
+            shape.append(-1)
+    return shape
 
 
 def _dims_from(ctx: LowerCtx, x_node: Any, start: int, end: int | None = None) -> Value:
@@ -167,6 +193,13 @@ def expand(ctx: LowerCtx) -> Value:
     broadcast_to(Tensor(a) self, SymInt[] size) -> Tensor(a). -1 keeps a dim, which ONNX's
     broadcasting Expand writes as 1."""
     sizes = [1 if isinstance(s, int) and s == -1 else s for s in ctx.arg(1)]
+    # a dim the input already has at that size broadcasts from 1 as well: (batch, 1, seq) to
+    # (batch, 4, seq) expands by the constant [1, 4, 1], with no shape arithmetic at run time
+    before, after = ctx.val(ctx.arg(0)).shape, ctx.val().shape
+    offset = len(after) - len(before)
+    for i, d in enumerate(after):
+        if i >= offset and static_dim(d) is None and same_dim(before[i - offset], d):
+            sizes[i] = 1
     return ctx.emit("Expand", ctx.input(0), ctx.int_list(sizes))
 
 
@@ -280,10 +313,8 @@ def slice_(ctx: LowerCtx) -> Value:
     end = ctx.arg(3)
     end = 9223372036854775807 if end is None else end
     step = ctx.arg(4)
-    if start == 0 and isinstance(end, int) and step == 1:
-        size = ctx.static_shape(x)[dim]
-        if size is not None and end >= size:
-            return ctx.value(x)
+    if start == 0 and step == 1 and _reaches_end(ctx, x, dim, end):
+        return ctx.value(x)
     return ctx.emit(
         "Slice",
         ctx.value(x),
@@ -292,6 +323,16 @@ def slice_(ctx: LowerCtx) -> Value:
         ctx.const([dim], torch.int64),
         ctx.const([step], torch.int64),
     )
+
+
+def _reaches_end(ctx: LowerCtx, x: Any, dim: int, end: Any) -> bool:
+    """``end`` is at or past the end of ``x``'s dim for every size it can take: ``x[:, None]``
+    (end = 2**63-1), ``x[:, :n]`` with ``n`` that dim's own size, or a static end past it."""
+    size = ctx.val(x).shape[dim]
+    if isinstance(end, int):
+        static = static_dim(size)
+        return end >= 2**62 or (static is not None and end >= static)
+    return isinstance(ctx.val(end), torch.SymInt) and same_dim(ctx.val(end), size)
 
 
 @lowers(aten.narrow.default)
