@@ -1,14 +1,16 @@
 """onnxruntime CPU kernels that give wrong results with more than one intra-op thread.
 
-``ScatterND`` with a reduction (add, mul, min, max) spreads its updates over the intra-op thread
-pool and applies them to the output without synchronisation: two updates of the same index that
-land on different threads can lose one of them. Measured on onnxruntime 1.31.1, one ScatterND
-(reduction add; the gradient of a 2x bilinear up-sampling: 4096 updates of 128 floats into 961
-distinct rows), the same inputs 1000 times: 60 runs wrong by up to 70% of the largest value with
-2 threads, none with 1 (onnxruntime issues #18048 and #23396 report the same). fxonnx lowers
-accumulating ``index_put`` (torch's decomposed up-sampling gradients), the embedding gradient
-and ``embedding_bag`` to it. ``ScatterElements`` with a reduction runs sequentially (1000 runs of
-the same scatter-add exact with 2 threads), and CUDA's kernels use atomics.
+``ScatterND`` with a reduction (add, mul, min, max) loses updates of repeated indices when it
+runs on several intra-op threads: the output comes out short of exactly some of the updates,
+as from unsynchronised read-add-write on a shared row. Measured on onnxruntime 1.31.1 (2
+cores): one ScatterND adding 64 rows of ones at one index, 59 of 200 runs wrong on 2 threads,
+none on 1 (``benchmarks/ort_scatternd_race.py``); the scatter-add of unet_small's bilinear
+gradient (4096 updates of 128 floats into 961 rows), 60 of 1000 runs wrong by up to 70% of the
+largest value. How often depends on whether both threads really run at once (machine load);
+onnxruntime issues #18048 and #23396 report the same. fxonnx lowers accumulating ``index_put``
+(torch's decomposed up-sampling gradients), the embedding gradient and ``embedding_bag`` to
+it. ``ScatterElements`` with a reduction runs sequentially (1000 runs of the same scatter-add
+exact on 2 threads); CUDA's ScatterND reduces with atomics.
 """
 
 from __future__ import annotations
