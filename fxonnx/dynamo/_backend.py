@@ -110,6 +110,7 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
     _mark_functional_batch_norm(gm)
     parts = split(gm)
     notes: list[str] = []
+    info: list[str] = []
     names = []
     for sub_name in parts.partitions:
         built = make_partition(getattr(parts.gm, sub_name), f"{name}.{sub_name}", options)
@@ -117,6 +118,7 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
         STATS.live += [weakref.ref(p) for p in built.sessions]
         names += [p.name for p in built.sessions]
         notes += built.notes
+        info += built.info
         delattr(parts.gm, sub_name)  # an OnnxPartition is a plain callable, not a child module
         setattr(parts.gm, sub_name, built.module)
     parts.gm.recompile()
@@ -131,13 +133,15 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
         log.warning("fxonnx: no ONNX lowering for %s; these ops run in torch", ", ".join(fresh))
     for note in notes[1 if parts.unsupported else 0 :]:
         log.warning("fxonnx: %s", note)
+    for note in info:
+        log.info("fxonnx: %s", note)
     record = GraphRecord(
         name,
         tuple(names),
         parts.onnx_nodes,
         parts.torch_nodes,
         parts.unsupported,
-        tuple(notes),
+        tuple(notes + info),
         (time.perf_counter() - t0) * 1e3,
     )
     STATS.graphs.append(record)

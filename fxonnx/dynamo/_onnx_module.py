@@ -25,6 +25,7 @@ from ..capture import Captured, Shapes, TensorSpec
 from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
+from ..runtime._races import racy_on_threads
 from ..verify import Report
 from ..verify._compare import compare
 from ._options import Options
@@ -109,10 +110,18 @@ class OnnxPartition:
 
             captured, _ = run_passes(captured, options.passes, options.skip, opset=options.opset)
         self.onnx_model = lower(captured, opset=options.opset, graph_name=sanitize(name))
+        self.notes: list[str] = []
+        threads = options.threads
+        racy = racy_on_threads(self.onnx_model)
+        if racy and threads != 1:
+            # onnxruntime's CPU ScatterND loses updates of duplicate indices on >1 thread
+            threads = 1
+            self.notes.append(
+                f"partition {name} runs on 1 onnxruntime thread: {racy[0]} loses updates "
+                "with more (fxonnx/runtime/_races.py)"
+            )
         self.session = Session(
-            self.onnx_model.SerializeToString(),
-            provider=options.provider,
-            threads=options.threads,
+            self.onnx_model.SerializeToString(), provider=options.provider, threads=threads
         )
         self.ms = (time.perf_counter() - t0) * 1e3
         self._ort = self.session._session  # the raw InferenceSession: the call path is hot
@@ -209,11 +218,12 @@ def _culprit(sub: fx.GraphModule, error: Exception) -> str | None:
 @dataclass
 class Built:
     """A partition as built: the module to call, the sessions created, notes on what fell
-    back to torch."""
+    back to torch and on how sessions run."""
 
     module: Any  # an OnnxPartition, or an fx.GraphModule run in torch
     sessions: list[OnnxPartition] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what fell back to torch (warned)
+    info: list[str] = field(default_factory=list)  # how sessions run (logged at INFO)
 
 
 def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int = 0) -> Built:
@@ -228,7 +238,7 @@ def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int 
         # aot_autograd calls the compiler inside its fake mode: constants must be real
         with unset_fake_temporarily():
             part = OnnxPartition(sub, name, options)
-        return Built(part, [part])
+        return Built(part, [part], info=list(part.notes))
     except (ExportError, RuntimeSessionError) as e:  # lowering problems; config errors propagate
         bad = _culprit(sub, e)
         first = str(e).splitlines()[0]
@@ -243,6 +253,7 @@ def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int 
             setattr(inner.gm, sub_name, child.module)
             built.sessions += child.sessions
             built.notes += child.notes
+            built.info += child.info
         inner.gm.recompile()
         built.module = inner.gm
         return built

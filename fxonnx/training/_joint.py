@@ -37,6 +37,7 @@ from ..capture._transformer import eager_transformer_semantics
 from ..capture._value_checks import without_value_checks
 from ..export.ops.backward import TRAINING_META
 from ._optim import Optimizer, step
+from ._upsample import restore_backward_ops, symbolic_upsampling
 
 aten = torch.ops.aten
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
             without_value_checks(),
             torch.backends.mkldnn.flags(enabled=False),
             eager_transformer_semantics(),
+            symbolic_upsampling(),
         ):
             gm = make_fx(fn)(*fakes)
     except ExportError:
@@ -203,6 +205,7 @@ def _trace(spec: _Spec, symbolic: SymbolicInputs | None) -> fx.GraphModule:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise CaptureError(f"tracing the training step failed: {type(e).__name__}: {first}") from e
     _check_random(gm)
+    restore_backward_ops(gm)
     _functional_batch_norm(gm)
     reason = functionalize_simple(gm)
     if reason is not None:

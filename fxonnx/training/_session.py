@@ -8,6 +8,7 @@ values are the ONNX model's initializer defaults of those inputs (written by exp
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -18,8 +19,10 @@ from onnx import numpy_helper
 
 from .._errors import InputError, RuntimeSessionError
 from ..runtime import resolve, session_options
+from ..runtime._races import racy_on_threads
 
 METADATA_KEY = "fxonnx.training"
+log = logging.getLogger(__name__)
 
 
 class TrainingSession:
@@ -28,7 +31,9 @@ class TrainingSession:
     ``step(inputs, targets)`` returns the loss and keeps ``grads`` (name -> array, by
     parameter name); with an optimizer in the graph it also advances ``params`` and ``state``.
     Train-mode buffers (batch-norm running statistics) advance on every step. ``lr`` (with an
-    optimizer) may be changed between steps."""
+    optimizer) may be changed between steps. A graph with a ScatterND reduction (the
+    embedding gradient) runs on one onnxruntime thread: that kernel loses updates on more
+    (``fxonnx/runtime/_races.py``)."""
 
     def __init__(
         self,
@@ -60,6 +65,10 @@ class TrainingSession:
         self.lr = float(defaults[sig["lr"]]) if sig["lr"] else None
         self.grads: dict[str, np.ndarray] = {}
         self._updates: dict[str, str] = sig["updates"]
+        racy = racy_on_threads(proto)
+        if racy and threads != 1:
+            log.info("fxonnx: training session on 1 onnxruntime thread: %s", racy[0])
+            threads = 1
         try:
             self._session = ort.InferenceSession(
                 proto.SerializeToString(),

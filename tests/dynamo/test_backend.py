@@ -236,3 +236,39 @@ def test_unknown_pass_name_is_a_pass_error():
     err = getattr(info.value, "inner_exception", info.value)
     assert isinstance(err, PassError), info.value
     assert "no_such_pass" in str(err)
+
+
+class UpConv(nn.Module):
+    """Bilinear up-sampling: aot_autograd decomposes it, its gradient is an accumulating
+    index_put, lowered to ScatterND(reduction=add)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(self.conv(x), scale_factor=2, mode="bilinear")
+
+
+def _threads(part: object) -> int:
+    return part.session._session.get_session_options().intra_op_num_threads  # type: ignore[attr-defined]
+
+
+def test_partition_with_a_racy_scatter_runs_on_one_thread():
+    """onnxruntime's CPU ScatterND with a reduction loses updates on >1 thread
+    (fxonnx/runtime/_races.py): that partition gets a 1-thread session, a note says so, and
+    the gradients match eager; partitions without one keep the requested threads."""
+    model, x = UpConv(), torch.randn(2, 2, 6, 7)
+    eager = UpConv()
+    (eager(x) ** 2).mean().backward()
+    compiled = torch.compile(model, backend="fxonnx", options={"threads": 2})
+    (compiled(x) ** 2).mean().backward()
+    for name, p in model.named_parameters():
+        want = dict(eager.named_parameters())[name].grad
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    by_kind = {p.name.split(".")[1]: p for p in fd.stats().partitions()}
+    assert _threads(by_kind["forward"]) == 2
+    assert _threads(by_kind["backward"]) == 1
+    notes = [n for g in fd.stats().graphs for n in g.notes]
+    assert any("runs on 1 onnxruntime thread" in n and "ScatterND" in n for n in notes), notes

@@ -54,23 +54,7 @@ def test_zoo_inference_matches_eager(name):
             assert all(g.torch_nodes == 0 for g in stats.graphs), stats.graphs
 
 
-# unet_small's SGD step through the backend failed 2 of 5 full-suite runs (batch 2 and batch 4)
-# and passed every time alone: a gradient 5x off on enc1.0.weight, the size of a ReLU taking the
-# other side of its kink. Until the cause is found it is a non-strict xfail (see the issue note).
-_FLAKY_TRAINING = {"unet_small"}
-
-
-def _training_cases() -> list:
-    flaky = pytest.mark.xfail(strict=False, reason="flaky ReLU-kink gradient (issue 12 note)")
-    return [
-        pytest.param(*p.values, marks=(*p.marks, flaky), id=p.id)
-        if p.values[0] in _FLAKY_TRAINING
-        else p
-        for p in _cases(FAST_TRAINING)
-    ]
-
-
-@pytest.mark.parametrize("name", _training_cases())
+@pytest.mark.parametrize("name", _cases(FAST_TRAINING))
 def test_zoo_sgd_step_matches_eager(name):
     model, inputs = _inputs(name)
     stats = sgd_step_matches(model, inputs)
