@@ -7,18 +7,24 @@ so no data goes through the host.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from .._dimexpr import METADATA_KEY, bind, constraints_from_json
 from .._errors import InputError, RuntimeSessionError
 from ._providers import CUDA, resolve
+from ._races import racy_on_threads
+
+log = logging.getLogger(__name__)
 
 _NUMPY_DTYPES = {
     "tensor(float)": np.float32,
@@ -69,8 +75,19 @@ def _specs(values: Sequence[Any]) -> tuple[IOSpec, ...]:
     return tuple(out)
 
 
+def _racy_nodes(source: bytes | str) -> list[str]:
+    """The nodes whose CPU kernel races on several threads (``_races``); the model is parsed
+    only when its bytes name such an op at all."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if b"ScatterND" not in data:
+        return []
+    return racy_on_threads(onnx.load_from_string(data))
+
+
 class Session:
-    """Runs an ONNX model (bytes or a path) on ``provider``, validating inputs by name."""
+    """Runs an ONNX model (bytes or a path) on ``provider``, validating inputs by name. A
+    model with an op whose CPU kernel races on several threads (``_races``) runs on one,
+    unless ``options`` are given."""
 
     def __init__(
         self,
@@ -82,6 +99,11 @@ class Session:
     ) -> None:
         self.providers = resolve(provider)
         source = model if isinstance(model, bytes) else os.fspath(model)
+        if options is None and threads != 1 and self.providers[0] != CUDA:
+            racy = _racy_nodes(source)
+            if racy:  # wrong results beat no speed-up: see runtime/_races
+                log.info("fxonnx: session on 1 onnxruntime thread: %s", racy[0])
+                threads = 1
         try:
             self._session = ort.InferenceSession(
                 source, options or session_options(threads), providers=self.providers

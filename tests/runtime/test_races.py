@@ -53,3 +53,33 @@ def test_found_inside_subgraphs() -> None:
     other = branch(helper.make_node("Identity", ["data"], ["e"]))
     node = helper.make_node("If", ["cond"], ["out"], then_branch=then, else_branch=other)
     assert racy_on_threads(_model([node])) == ["s (ScatterND, reduction=add)"]
+
+
+def test_a_session_of_a_racy_model_runs_on_one_thread() -> None:
+    from fxonnx.runtime import Session
+
+    def runnable(node: onnx.NodeProto) -> bytes:
+        model = _model([node])
+        model.ir_version = 10  # onnxruntime 1.31 reads IR versions up to 13
+        return model.SerializeToString()
+
+    racy, plain = runnable(_scatter_nd(reduction="add")), runnable(_scatter_nd())
+    threads = [
+        Session(m, threads=2)._session.get_session_options().intra_op_num_threads
+        for m in (racy, plain)
+    ]
+    assert threads == [1, 2]
+
+
+def test_a_compiled_embedding_bag_sums_on_one_thread() -> None:
+    import torch
+    from torch import nn
+
+    import fxonnx
+
+    model = nn.EmbeddingBag(50, 8, mode="sum").eval()
+    ids = torch.randint(0, 50, (2, 16))
+    cm = fxonnx.compile(model, (ids,), dynamic=False)
+    assert any(n.op_type == "ScatterND" for n in cm.onnx_model.graph.node)
+    assert cm.session._session.get_session_options().intra_op_num_threads == 1
+    torch.testing.assert_close(cm(ids), model(ids), rtol=1e-5, atol=1e-5)
