@@ -1,6 +1,7 @@
 """torch.compile backends on the zoo: eager, inductor and backend="fxonnx", in one run.
 
-Inference (``torch.no_grad()``, eval mode) at each batch, and one training step
+Inference (``torch.no_grad()``, eval mode) at each batch, by default and with
+``options={"freeze": True}`` (weights baked into the sessions), and one training step
 (``zero_grad(); loss.backward(); opt.step()`` with SGD, dropout off) at the training batch.
 All variants run interleaved round by round in the same process; medians. An inductor build
 that fails is reported as such. Then the call overhead of the backend on a tiny graph (mlp,
@@ -93,6 +94,12 @@ def inference_rows(name: str, batch: int, args: argparse.Namespace) -> dict:
         else (None, "skipped"),
         "fxonnx": _build(
             lambda: torch.compile(copy.deepcopy(model), backend="fxonnx", options=_opts(args)), warm
+        ),
+        "freeze": _build(
+            lambda: torch.compile(
+                copy.deepcopy(model), backend="fxonnx", options={**_opts(args), "freeze": True}
+            ),
+            warm,
         ),
     }
 
@@ -245,19 +252,23 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("## Inference (ms per call, median; speed-up vs eager)\n")
     print(
-        "| model | batch | eager | inductor | fxonnx | inductor vs eager | fxonnx vs eager |"
-        " fxonnx vs inductor |"
+        "| model | batch | eager | inductor | fxonnx | fxonnx freeze | inductor vs eager | "
+        "fxonnx vs eager | fxonnx vs inductor | freeze vs inductor |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         for batch in batches:
             row = inference_rows(name, batch, args)
             ind = row["ms"].get("inductor")
-            vs_ind = f"{ind / row['ms']['fxonnx']:.2f}x" if ind and "fxonnx" in row["ms"] else "-"
+            vs_ind = [
+                f"{ind / row['ms'][k]:.2f}x" if ind and k in row["ms"] else "-"
+                for k in ("fxonnx", "freeze")
+            ]
             print(
                 f"| {name} | {batch} | {_cell(row, 'eager')} | {_cell(row, 'inductor')} | "
-                f"{_cell(row, 'fxonnx')} | {_ratio(row, 'inductor', 'eager')} | "
-                f"{_ratio(row, 'fxonnx', 'eager')} | {vs_ind} |",
+                f"{_cell(row, 'fxonnx')} | {_cell(row, 'freeze')} | "
+                f"{_ratio(row, 'inductor', 'eager')} | {_ratio(row, 'fxonnx', 'eager')} | "
+                f"{vs_ind[0]} | {vs_ind[1]} |",
                 flush=True,
             )
     print(f"\n## One training step, batch {args.train_batch} (ms, median)\n")

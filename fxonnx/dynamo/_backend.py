@@ -9,6 +9,7 @@ once per graph), the rest runs in torch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import weakref
 from collections.abc import Callable, Sequence
@@ -112,6 +113,8 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
     notes: list[str] = []
     info: list[str] = []
     names = []
+    if options.freeze and kind != "inference":  # training graphs' weights change every step
+        options = dataclasses.replace(options, freeze=False)
     for sub_name in parts.partitions:
         built = make_partition(getattr(parts.gm, sub_name), f"{name}.{sub_name}", options)
         STATS.sessions += len(built.sessions)

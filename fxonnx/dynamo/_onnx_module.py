@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import sympy
 import torch
 import torch.utils._pytree as pytree
@@ -25,6 +27,7 @@ from ..capture import Captured, Shapes, TensorSpec
 from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
+from ..runtime._providers import CUDA, resolve
 from ..runtime._races import racy_on_threads
 from ..verify import Report
 from ..verify._compare import compare
@@ -120,11 +123,16 @@ class OnnxPartition:
                 f"partition {name} runs on 1 onnxruntime thread: {racy[0]} loses updates "
                 "with more (fxonnx/runtime/_races.py)"
             )
-        self.session = Session(
-            self.onnx_model.SerializeToString(), provider=options.provider, threads=threads
-        )
+        self._threads = threads
+        # weights baked into the session at the first call (options.freeze, inference graphs,
+        # CPU): (input position, tensor, version, data_ptr) of each, checked on every call
+        self._freeze = options.freeze and resolve(options.provider)[0] != CUDA
+        self._frozen: tuple[tuple[int, torch.Tensor, int, int], ...] = ()
+        self._baked: frozenset[int] = frozenset()
+        self.session: Session | None = None
+        if not self._freeze:
+            self._open(self.onnx_model)
         self.ms = (time.perf_counter() - t0) * 1e3
-        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
         self._in_names = [s.name for s in captured.inputs]
         placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
         self._in_kinds = [
@@ -140,7 +148,60 @@ class OnnxPartition:
         self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
         self._views: list[Any] = [None] * len(self._in_names)
 
+    def _open(self, model: Any) -> None:
+        self.session = Session(
+            model.SerializeToString(), provider=self.options.provider, threads=self._threads
+        )
+        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
+
+    def _bake(self, args: tuple) -> None:
+        """The session for these weights: the module's parameters and buffers among ``args``
+        (dynamo marks them static) become initializers, which onnxruntime pre-packs and folds
+        (Conv + BatchNorm, transposed Gemm weights) as it cannot for graph inputs."""
+        static = [
+            i
+            for i, (kind, a) in enumerate(zip(self._in_kinds, args, strict=True))
+            if kind == _TENSOR and getattr(a, "_dynamo_static_input_type", None) is not None
+        ]
+        if not static:
+            self._freeze = False
+            self._open(self.onnx_model)
+            return
+        model = onnx.ModelProto()
+        model.CopyFrom(self.onnx_model)
+        names = {self._in_names[i]: args[i] for i in static}
+        kept = [v for v in model.graph.input if v.name not in names]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        for name, t in names.items():
+            array = t.detach().contiguous().numpy()
+            model.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
+        self._open(model)
+        self._frozen = tuple((i, args[i], args[i]._version, args[i].data_ptr()) for i in static)
+        self._baked = frozenset(static)
+
+    def _weights_unchanged(self, args: tuple) -> bool:
+        return all(
+            args[i] is t and t._version == version and t.data_ptr() == ptr
+            for i, t, version, ptr in self._frozen
+        )
+
+    def _thaw(self) -> None:
+        """Weights changed in place (an optimizer step, ``load_state_dict``) or were swapped
+        since they were baked: from now on they are inputs, as without freezing."""
+        log.info(
+            "fxonnx: %s: weights changed since they were baked; now taken as inputs", self.name
+        )
+        self._freeze, self._frozen, self._baked = False, (), frozenset()
+        self._open(self.onnx_model)
+
     def __call__(self, *args: Any) -> Any:
+        if self._freeze:
+            if self.session is None:
+                self._bake(args)
+            elif not self._weights_unchanged(args):
+                self._thaw()
+        assert self.session is not None
         if self.session.on_cuda:
             outs = self._run_bound(args)
         else:
@@ -150,9 +211,12 @@ class OnnxPartition:
             # their views are kept while the tensor and its storage are the same.
             feeds = {}
             cache = self._views
+            baked = self._baked
             for i, (name, kind, a) in enumerate(
                 zip(self._in_names, self._in_kinds, args, strict=True)
             ):
+                if i in baked:
+                    continue
                 if kind != _TENSOR:
                     feeds[name] = np.array([int(a)], dtype=np.int64)
                     continue

@@ -17,7 +17,12 @@ class Options:
     its first call; ``passes``/``skip``: the ATen passes run on each partition ("none" by
     default: onnxruntime optimizes the session itself, and the weights are graph inputs here,
     so there is nothing for const_fold to bake); ``opset``; ``threads``: onnxruntime intra-op
-    threads (None: its default)."""
+    threads (None: its default); ``freeze``: in inference graphs on the CPU, bake the module's
+    parameters and buffers into the session at the first call, as inductor's ``freezing``
+    does (onnxruntime then pre-packs and folds them); a later in-place change (optimizer
+    step, ``load_state_dict``) or a swapped tensor is detected by its version counter and
+    data pointer and the weights become inputs again, but edits through ``.data`` are not
+    seen, which is why it is off by default."""
 
     provider: str = "cpu"
     verify: bool = False
@@ -25,6 +30,7 @@ class Options:
     skip: tuple[str, ...] = ()
     opset: int = DEFAULT_OPSET
     threads: int | None = None
+    freeze: bool = False
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> Options:
@@ -49,8 +55,10 @@ class Options:
             raise FxonnxError(
                 f"options['provider'] is {opts.provider!r}", hint="use 'cpu', 'cuda' or 'auto'"
             )
-        if not isinstance(opts.verify, bool):
-            raise FxonnxError(f"options['verify'] must be True or False, not {opts.verify!r}")
+        for flag in ("verify", "freeze"):
+            if not isinstance(getattr(opts, flag), bool):
+                value = getattr(opts, flag)
+                raise FxonnxError(f"options[{flag!r}] must be True or False, not {value!r}")
         if not MIN_OPSET <= opts.opset <= MAX_OPSET:
             raise FxonnxError(
                 f"options['opset'] is {opts.opset}",

@@ -65,6 +65,7 @@ def test_small_model_runs_in_onnxruntime_and_matches():
         ({"verfy": True}, "unknown option 'verfy'"),
         ({"provider": "tpu"}, "options['provider'] is 'tpu'"),
         ({"verify": "yes"}, "options['verify'] must be True or False"),
+        ({"freeze": 1}, "options['freeze'] must be True or False"),
         ({"opset": 3}, "options['opset'] is 3"),
     ],
 )
@@ -272,3 +273,45 @@ def test_partition_with_a_racy_scatter_runs_on_one_thread():
     assert _threads(by_kind["backward"]) == 1
     notes = [n for g in fd.stats().graphs for n in g.notes]
     assert any("runs on 1 onnxruntime thread" in n and "ScatterND" in n for n in notes), notes
+
+
+class ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4)
+        self.bn.running_mean.uniform_(-1, 1)
+        self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x)).relu().mean((2, 3)))
+
+
+def _inputs_of(part: object) -> list[str]:
+    return [i.name for i in part.session._session.get_inputs()]  # type: ignore[attr-defined]
+
+
+def test_freeze_bakes_the_weights_and_notices_when_they_change():
+    """options={"freeze": True}: an inference graph's parameters and buffers become
+    initializers at the first call (the session's only input is x); an in-place update, a
+    load_state_dict and a swapped parameter each make them inputs again, and every call
+    matches eager."""
+    m, x = ConvBN().eval(), torch.randn(2, 3, 9, 9)
+    compiled = torch.compile(m, backend="fxonnx", options={"freeze": True})
+    with torch.no_grad():
+        assert_outputs_match(m(x), compiled(x))
+        (part,) = fd.stats().partitions()
+        assert len(_inputs_of(part)) == 1  # the weights are baked in
+        assert_outputs_match(m(x + 1), compiled(x + 1))
+        m.conv.weight.mul_(2)  # an optimizer-style in-place update
+        assert_outputs_match(m(x), compiled(x))
+        assert len(_inputs_of(part)) > 1  # thawed: the weights are inputs again
+        m.load_state_dict(ConvBN().state_dict())
+        assert_outputs_match(m(x), compiled(x))
+
+
+def test_freeze_leaves_training_graphs_alone():
+    m, x = ConvBN().train(), torch.randn(2, 3, 9, 9)
+    compiled = torch.compile(m, backend="fxonnx", options={"freeze": True})
+    compiled(x).sum().backward()
+    assert all(len(_inputs_of(p)) > 1 for p in fd.stats().partitions())

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+import fxonnx
 from fxonnx._errors import ExportError
 from fxonnx.capture import capture
 from fxonnx.export import lower
@@ -76,3 +78,23 @@ def test_adaptive_max_pool_uneven_indices_are_refused() -> None:
     )
     with pytest.raises(ExportError, match="return_indices has uneven windows"):
         lower(captured)
+
+
+class _PoolValues(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 2, return_indices=True)[0]
+
+
+class _PoolBoth(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.max_pool2d(x, 2, return_indices=True)
+
+
+@pytest.mark.parametrize(("model", "outputs"), [(_PoolValues(), 1), (_PoolBoth(), 2)])
+def test_max_pool_writes_indices_only_when_read(model: nn.Module, outputs: int) -> None:
+    """onnxruntime's MaxPool with an Indices output skips its fast kernel: unread indices
+    (aot_autograd's inference graphs) are not asked for."""
+    x = torch.randn(2, 3, 8, 8)
+    cm = fxonnx.compile(model, (x,))
+    (pool,) = [n for n in cm.onnx_model.graph.node if n.op_type == "MaxPool"]
+    assert len([o for o in pool.output if o]) == outputs

@@ -13,6 +13,7 @@ sum divided by torch's divisor, computed here per output position.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -161,8 +162,17 @@ def max_pool(ctx: LowerCtx) -> Any:
     n = _dims(ctx)
     window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(4), bool(ctx.arg(5)))
     x, unbatched = _batched(ctx, n)
-    with_indices = "with_indices" in ctx.node.target.overloadpacket.__name__
-    return _unbatched(ctx, _max_pool(ctx, x, window, with_indices), unbatched)
+    if "with_indices" not in ctx.node.target.overloadpacket.__name__:
+        return _unbatched(ctx, _max_pool(ctx, x, window, False), unbatched)
+    if not _indices_read(ctx.node):  # aot_autograd's inference graphs: values only
+        return _unbatched(ctx, [_max_pool(ctx, x, window, False), None], unbatched)
+    return _unbatched(ctx, _max_pool(ctx, x, window, True), unbatched)
+
+
+def _indices_read(node: Any) -> bool:
+    """Whether anything reads output 1 of a *_with_indices node: onnxruntime's MaxPool with
+    an Indices output skips its fast (NCHWc) kernel, measured 1.8x slower on lenet."""
+    return any(not (u.target is operator.getitem and u.args[1] == 0) for u in node.users)
 
 
 @lowers(aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default)
