@@ -266,3 +266,18 @@ def test_reshapes_expands_and_full_slices_need_no_shape_arithmetic() -> None:
     for batch, seq in PAIRS:
         inputs = (torch.randn(batch, seq, 64), (torch.rand(batch, seq) > 0.3).float())
         _matches(cm, model, inputs)
+
+
+class _TwoReads(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1]).float()
+        return x * positions + y[:, : y.shape[1]] * torch.arange(y.shape[1]).float()
+
+
+def test_a_size_read_twice_is_one_shape() -> None:
+    """Two inputs share ``seq``: every read of it is the one Shape value."""
+    dims = {"x": {1: "seq"}, "y": {1: "seq"}}
+    x, y = torch.randn(2, 6), torch.randn(2, 6)
+    cm = fxonnx.compile(_TwoReads(), (x, y), dynamic_dims=dims, provider="cpu")
+    assert [n.op_type for n in cm.onnx_model.graph.node].count("Shape") == 1
+    _matches(cm, _TwoReads(), (torch.randn(2, 11), torch.randn(2, 11)))

@@ -24,6 +24,7 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
+        self.sym_values: dict[Any, str] = {}  # a SymInt's expression -> the value holding it
         if parent is None:
             self.initializers: list[tuple[str, torch.Tensor]] = []  # written by write_initializers
             self.used: set[str] = set()
@@ -46,6 +47,15 @@ class GraphBuilder:
             raise ValueError(f"ONNX value name {name!r} used twice")
         self.root.used.add(name)
         return name
+
+    def sym_value(self, expr: Any) -> str | None:
+        """The value already holding the size ``expr`` here or in an enclosing graph."""
+        builder: GraphBuilder | None = self
+        while builder is not None:
+            if expr in builder.sym_values:
+                return builder.sym_values[expr]
+            builder = builder.parent
+        return None
 
     # -- graph pieces ----------------------------------------------------------------------
     def add_input(self, name: str, dtype: torch.dtype, shape: Sequence[int | str | None]) -> str:

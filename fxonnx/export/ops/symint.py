@@ -45,8 +45,16 @@ def _as_float(ctx: LowerCtx, x: object) -> Value:
 @lowers(aten.sym_size.int)
 def sym_size(ctx: LowerCtx) -> Value:
     """sym_size.int(Tensor self, int dim) -> SymInt"""
+    size = ctx.val()
+    key = size.node.expr if isinstance(size, torch.SymInt) else None
+    known = ctx.builder.sym_value(key) if key is not None else None
+    if known is not None:  # the same size read again (``arange(x.size(1))`` twice): one Shape
+        return known
     dim = ctx.arg(1) % ctx.rank(ctx.arg(0))
-    return ctx.shape_of(ctx.arg(0), start=dim, end=dim + 1)
+    value = ctx.shape_of(ctx.arg(0), start=dim, end=dim + 1)
+    if key is not None:
+        ctx.builder.sym_values[key] = value
+    return value
 
 
 @lowers(aten.sym_numel.default)
