@@ -16,7 +16,7 @@ import onnx
 from .._checks import check_path
 from .._dimexpr import bind
 from .._errors import InputError
-from ..runtime import Session, aborting_ops
+from ..runtime import Session, aborting_ops, float32_boundary
 from ._errors import BundleError
 from ._manifest import read, safe_relpath, sha256_bytes, verify_files
 
@@ -40,7 +40,8 @@ class BundleModel:
     Inputs are numpy arrays or torch tensors, checked against the manifest (count, dtype, rank,
     static dims, one size per named dynamic dim across inputs) before onnxruntime sees them.
     Returns ``Outputs`` (a dict by output name that also takes int indices) holding numpy
-    arrays, or torch CPU tensors when any input was a torch tensor.
+    arrays, or torch CPU tensors when any input was a torch tensor. bfloat16 inputs and
+    outputs cross as float32 numpy arrays (numpy has no bfloat16), as bfloat16 tensors.
     """
 
     def __init__(self, directory: Path, manifest: dict[str, Any], session: Session) -> None:
@@ -90,10 +91,12 @@ class BundleModel:
         """Raise InputError naming the first input that does not fit the manifest."""
         for spec, arr in zip(self.manifest["inputs"], arrays, strict=True):
             name, want = spec["name"], spec["shape"]
-            if arr.dtype.name != spec["dtype"]:
+            dtype = _numpy_dtype(spec["dtype"])
+            if arr.dtype.name != dtype:
+                crosses = " (bfloat16 crosses as float32)" if spec["dtype"] != dtype else ""
                 raise InputError(
-                    f"input {name!r} has dtype {arr.dtype.name}, expected {spec['dtype']}",
-                    hint=f"convert it first, e.g. x.astype(np.{spec['dtype']})",
+                    f"input {name!r} has dtype {arr.dtype.name}, expected {dtype}{crosses}",
+                    hint=f"convert it first, e.g. x.astype(np.{dtype})",
                 )
             if arr.ndim != len(want):
                 raise InputError(
@@ -138,7 +141,8 @@ class BundleModel:
             if _is_torch(v):
                 torch_in = True
                 try:
-                    v = v.detach().cpu().numpy()
+                    v = v.detach().cpu()
+                    v = (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()
                 except (TypeError, RuntimeError) as e:
                     raise InputError(f"input {name!r}: {e}") from e
             elif not isinstance(v, np.ndarray):
@@ -150,6 +154,10 @@ class BundleModel:
         if torch_in:
             torch = sys.modules["torch"]  # a tensor came in, so torch is already imported
             outs = [torch.from_numpy(np.asarray(o, order="C")) for o in outs]
+            outs = [
+                o.to(torch.bfloat16) if spec["dtype"] == "bfloat16" else o
+                for o, spec in zip(outs, self.manifest["outputs"], strict=True)
+            ]
         return Outputs(zip(self._out_names, outs, strict=True))
 
     def __repr__(self) -> str:
@@ -157,6 +165,11 @@ class BundleModel:
             f"BundleModel({self.name!r}, inputs={self.input_names}, "
             f"outputs={self.output_names}, provider={self.provider!r})"
         )
+
+
+def _numpy_dtype(dtype: str) -> str:
+    """The numpy dtype a manifest dtype crosses as: bfloat16 as float32 (numpy has none)."""
+    return "float32" if dtype == "bfloat16" else dtype
 
 
 def _is_torch(value: Any) -> bool:
@@ -269,6 +282,11 @@ def load(
     external = check_external_data(model, root, model_path.parent, allowed)
     # external data is read by onnxruntime from the path; without it the checked bytes are used
     source: bytes | str = os.fspath(model_path) if external else data
+    runnable, boundary = float32_boundary(model)
+    if boundary is not None:  # bfloat16 inputs/outputs: numpy has no such dtype
+        if external:
+            onnx.load_external_data_for_model(runnable, os.fspath(model_path.parent))
+        source = runnable.SerializeToString()
     session = Session(source, provider=provider, threads=threads)
     session.refuse_empty = aborting_ops(model)
     _match_signature(manifest, session)
@@ -281,7 +299,7 @@ def _match_signature(manifest: dict[str, Any], session: Session) -> None:
         ("output", session.outputs, manifest["outputs"]),
     ):
         got = [(s.name, s.dtype.name) for s in specs]
-        want = [(t["name"], t["dtype"]) for t in tensors]
+        want = [(t["name"], _numpy_dtype(t["dtype"])) for t in tensors]
         if got != want:
             raise BundleError(
                 f"the manifest's {kind}s {want} do not match the model's {got}",

@@ -16,6 +16,7 @@ from bundle_helpers import compiled
 
 import fxonnx
 from fxonnx import models
+from fxonnx.bundle import save_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,3 +121,22 @@ def test_manifest_and_model_card_describe_the_model(tmp_path: Path) -> None:
         "manifest.json",
         "model.onnx",
     ]
+
+
+def test_a_bfloat16_model_bundles_and_loads(tmp_path: Path) -> None:
+    """bfloat16 inputs and outputs cross a bundle as float32 numpy arrays (numpy has none)
+    and as bfloat16 tensors; both give the compiled model's values, and a wrong dtype names
+    the float32 it expects."""
+    model, (x,) = models.get("lenet_cifar", batch=2)
+    model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    cm = fxonnx.compile(model, (x,))
+    bundle = fxonnx.load(save_bundle(cm, tmp_path / "bf16"))
+    want = cm(x)
+    got = bundle(x)[0]
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    as_numpy = bundle(x.float().numpy())[0]
+    assert as_numpy.dtype == np.float32
+    np.testing.assert_array_equal(as_numpy, want.float().numpy())
+    with pytest.raises(fxonnx.InputError, match="bfloat16 crosses as float32"):
+        bundle(x.double().numpy())
