@@ -132,3 +132,14 @@ def test_fold_bn_holds_back_in_training_mode() -> None:
     captured = capture(model.train(), make(2))  # the compiler captures in eval mode; this is raw
     _, stats = run_passes(captured, ["fold_bn"])
     assert stats[0]["stats"] == {"miss:training_mode": 1}
+
+
+def test_fold_bn_holds_back_on_16_bit_weights() -> None:
+    """Folding rounds the folded weights to 16 bits where eager never rounds them."""
+    from fxonnx.capture import capture
+    from fxonnx.passes import run_passes
+
+    model = _perturb(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))).to(torch.bfloat16)
+    captured = capture(model, torch.randn(2, 3, 4, 4, dtype=torch.bfloat16))
+    _, stats = run_passes(captured, ["fold_bn"])
+    assert stats[0]["stats"] == {"miss:low_precision": 1}
