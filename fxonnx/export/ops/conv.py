@@ -9,6 +9,7 @@ import torch
 from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
+from ._common import require_float
 
 aten = torch.ops.aten
 
@@ -31,7 +32,9 @@ def emit_conv(
     transposed: bool = False,
     output_padding: Any = 0,
 ) -> Value:
-    """Conv / ConvTranspose with torch's symmetric integer padding or 'same'/'valid'."""
+    """Conv / ConvTranspose with torch's symmetric integer padding or 'same'/'valid'; integer
+    convolutions are refused (ONNX Conv takes floats)."""
+    require_float(ctx, "ConvTranspose" if transposed else "Conv", ctx.dtype(w))
     n = ctx.rank(w) - 2
     attrs: dict[str, Any] = {
         "strides": _n(stride, n),

@@ -30,9 +30,10 @@ one_to_one(
 @lowers(aten.linear.default)
 def linear(ctx: LowerCtx) -> Value:
     """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor: x @ W^T + b.
-    2-D input becomes one Gemm(transB=1); higher ranks MatMul with W^T, then Add."""
+    2-D float input becomes one Gemm(transB=1); higher ranks and integers (onnxruntime has no
+    integer Gemm kernel, it has integer MatMul) MatMul with W^T, then Add."""
     x, w, b = ctx.arg(0), ctx.arg(1), ctx.arg(2)
-    if ctx.rank(x) == 2:
+    if ctx.rank(x) == 2 and ctx.out_dtype.is_floating_point:
         bias = None if b is None else ctx.value(b)
         return ctx.emit("Gemm", ctx.value(x), ctx.value(w), bias, transB=1)
     wt = ctx.emit("Transpose", ctx.value(w), perm=[1, 0])
@@ -42,8 +43,13 @@ def linear(ctx: LowerCtx) -> Value:
 
 @lowers(aten.addmm.default)
 def addmm(ctx: LowerCtx) -> Value:
-    """addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor"""
+    """addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor:
+    one Gemm for floats; MatMul, then beta * self + alpha * product for integers (onnxruntime
+    has integer MatMul kernels, no integer Gemm)"""
     beta, alpha = ctx.kwarg("beta", 1), ctx.kwarg("alpha", 1)
+    if not ctx.out_dtype.is_floating_point:
+        prod = ctx.emit("MatMul", ctx.input(1), ctx.input(2))
+        return _scaled_sum(ctx, ctx.input(0), prod, beta, alpha)
     return ctx.emit(
         "Gemm", ctx.input(1), ctx.input(2), ctx.input(0), alpha=float(alpha), beta=float(beta)
     )

@@ -21,6 +21,7 @@ import torch
 from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
+from ._common import require_float
 
 aten = torch.ops.aten
 
@@ -179,6 +180,7 @@ def _indices_read(node: Any) -> bool:
 def avg_pool(ctx: LowerCtx) -> Value:
     """avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
     bool ceil_mode=False, bool count_include_pad=True, int? divisor_override=None) -> Tensor"""
+    require_float(ctx, "AveragePool", ctx.out_dtype)
     n = _dims(ctx)
     window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ceil_mode=bool(ctx.arg(4)))
     include_pad = ctx.arg(5) if ctx.arg(5) is not None else True

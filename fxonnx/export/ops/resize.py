@@ -207,9 +207,10 @@ def _channels_hw(ctx: LowerCtx, x: Any) -> tuple[int, int, int, int]:
 def pixel_shuffle(ctx: LowerCtx) -> Value:
     """pixel_shuffle(Tensor self, int upscale_factor) -> Tensor: (*, C r^2, H, W) ->
     (*, C, H r, W r) with out[c, h r + i, w r + j] = in[c r^2 + i r + j, h, w], which is
-    DepthToSpace in CRD mode for 4-D inputs."""
+    DepthToSpace in CRD mode for 4-D float inputs (onnxruntime has DepthToSpace kernels for
+    floats and 8-bit integers only; other dtypes take the Reshape / Transpose / Reshape path)."""
     x, r = ctx.arg(0), int(ctx.arg(1))
-    if ctx.rank(x) == 4:
+    if ctx.rank(x) == 4 and (ctx.dtype(x).is_floating_point or None in ctx.static_shape(x)[-3:]):
         return ctx.emit("DepthToSpace", ctx.input(0), blocksize=r, mode="CRD")
     c, h, w, lead = _channels_hw(ctx, x)
     split = _reshape(ctx, x, ctx.input(0), [c // (r * r), r, r, h, w])
