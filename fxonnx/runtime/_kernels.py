@@ -90,10 +90,12 @@ _CPU_KERNELS: dict[str, tuple[int, ...]] = {
         (
             ("Shape", "Size", "Cast", "Reshape", "Concat", "Unsqueeze", "Squeeze", "Slice",
              "Gather", "Expand", "Identity", "Transpose", "GatherElements", "ScatterElements",
-             "Tile", "Split", "Flatten", "ConstantOfShape", "NonZero", "GatherND",
-             "ScatterND", "Trilu"),
+             "Tile", "Split", "Flatten", "GatherND", "ScatterND"),
             (_T.BOOL, _T.UINT8, _T.INT8, _T.INT16, _T.INT32, _T.INT64),
         ),
+        (("NonZero",), (_T.BOOL, _T.UINT8, _T.INT32, _T.INT64)),
+        (("Trilu",), (_T.BOOL, _T.INT32, _T.INT64)),
+        (("ConstantOfShape",), (_T.INT64,)),
     ]
     for op in ops
 }  # fmt: skip
