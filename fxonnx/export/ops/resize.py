@@ -145,11 +145,32 @@ def _pad(ctx: LowerCtx, pad: list[Any], mode: str, value: Any) -> Value:
             hint="export with opset >= 19",
         )
     axes = [rank - 1 - i for i in range(n)]
+    if mode == "replicate" and any(isinstance(p, int) and p < 0 for p in pad):
+        return _replicate_cropped(ctx, x, pad, axes)
     pads = ctx.int_list([pad[2 * i] for i in range(n)] + [pad[2 * i + 1] for i in range(n)])
     fill = None
     if mode == "constant" and value not in (None, 0, 0.0):
         fill = ctx.input_as(value, ctx.out_dtype)
     return ctx.emit("Pad", ctx.input(0), pads, fill, ctx.const(axes, _I64), mode=_PAD_MODES[mode])
+
+
+def _replicate_cropped(ctx: LowerCtx, x: Any, pad: list[Any], axes: list[int]) -> Value:
+    """Replicate padding with a negative (cropping) pad, as torch computes it: out[j] =
+    in[clamp(j - begin, 0, size - 1)] per padded dim, one Gather each. ONNX Pad crops first
+    and then has no edge to replicate when the crop removes a whole dim."""
+    shape = ctx.static_shape(x)
+    if not all(isinstance(p, int) for p in pad) or any(shape[a] is None for a in axes):
+        raise ExportError(
+            f"{ctx.node.name}: replicate padding with negative pads needs static pads and sizes"
+        )
+    y = ctx.input(0)
+    for i, axis in enumerate(axes):
+        begin, end = pad[2 * i], pad[2 * i + 1]
+        if begin == end == 0:
+            continue
+        j = torch.arange(shape[axis] + begin + end) - begin
+        y = ctx.emit("Gather", y, ctx.const(j.clamp(0, shape[axis] - 1)), axis=axis)
+    return y
 
 
 @lowers(aten.pad.default)
