@@ -7,9 +7,17 @@
   which is at least as accurate as a 16-bit kernel.
 - float64 cannot be computed in float32 without losing what float64 is for: an op with no
   float64 kernel is refused with one error naming the op, the dtype and the fix.
+- An op with no kernel for bool or an integer dtype (bool Where/TopK/Min/Max/comparisons, int32
+  MaxPool on the CPU) runs in the first wider type that holds every value exactly and has a
+  kernel (bool as uint8, int16 as int32 or float32, int32 as int64 or float64), but only when
+  the op selects, compares or moves values (or is bool or/and), so the result is identical;
+  otherwise (int64 MaxPool: float64 has 53 bits) it is refused naming the op, dtype and fix.
+  Only the inputs and outputs of the ONNX type variable that has the dtype are cast (Where's
+  bool condition stays bool).
 
 When the model does not load, each node reading such a dtype is loaded on its own (once per op
-and input types) to find the ops onnxruntime lacks; every node of those is widened.
+and input types) to find the ops onnxruntime lacks; every node of those is widened. A model
+whose integer and bool ops all have a known CPU kernel (``_CPU_KERNELS``) is not loaded twice.
 """
 
 from __future__ import annotations
@@ -159,20 +167,23 @@ def _skeleton_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _may_lack_kernels(model: onnx.ModelProto, types: dict[str, int], provider: str) -> bool:
-    """Whether a node reads a 16-bit float or float64, or an integer or bool in an op not known
-    to have that kernel (on the CPU; elsewhere any integer or bool op is checked)."""
-    for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type == "Cast":
-            continue
-        data = node.input[1:] if node.op_type == "Where" else node.input  # a bool condition
-        for name in data:
-            dtype = types.get(name)
-            if dtype in (*_FLOATS16, _T.DOUBLE):
-                return True
-            if dtype in _INTEGERS and (
-                provider != "cpu" or dtype not in _CPU_KERNELS.get(node.op_type, ())
-            ):
-                return True
+    return any(_may_lack(node, types, provider) for node in model.graph.node)
+
+
+def _may_lack(node: onnx.NodeProto, types: dict[str, int], provider: str) -> bool:
+    """Whether ``node`` reads a 16-bit float or float64, or an integer or bool in an op not
+    known to have that kernel (on the CPU; elsewhere any integer or bool op is checked)."""
+    if node.domain not in ("", "ai.onnx") or node.op_type == "Cast":
+        return False
+    data = node.input[1:] if node.op_type == "Where" else node.input  # a bool condition
+    for name in data:
+        dtype = types.get(name)
+        if dtype in (*_FLOATS16, _T.DOUBLE):
+            return True
+        if dtype in _INTEGERS and (
+            provider != "cpu" or dtype not in _CPU_KERNELS.get(node.op_type, ())
+        ):
+            return True
     return False
 
 
@@ -241,7 +252,7 @@ def _missing_kernels(model: onnx.ModelProto, provider: str) -> list[tuple[str, i
         dtype = next(iter(odd or [k for k in kinds if k in _INTEGERS]), None)
         if (
             dtype is None
-            or node.op_type == "Cast"
+            or not _may_lack(node, types, provider)
             or any(a.type in _GRAPH_ATTRS for a in node.attribute)
         ):
             continue
