@@ -247,9 +247,10 @@ def _missing_kernels(model: onnx.ModelProto, provider: str) -> list[tuple[str, i
     missing: list[tuple[str, int, int | None]] = []
     for node in model.graph.node:
         kinds = tuple(types.get(i) for i in node.input)
-        # a Where over float64 lacks a float64 kernel, not a bool one
-        odd = [k for k in kinds if k in (*_FLOATS16, _T.DOUBLE)]
-        dtype = next(iter(odd or [k for k in kinds if k in _INTEGERS]), None)
+        # a Where over float64 or int16 lacks that kernel, not a bool one (its condition)
+        data = kinds[1:] if node.op_type == "Where" else kinds
+        odd = [k for k in data if k in (*_FLOATS16, _T.DOUBLE)]
+        dtype = next(iter(odd or [k for k in data if k in _INTEGERS]), None)
         if (
             dtype is None
             or not _may_lack(node, types, provider)
@@ -342,6 +343,9 @@ def _widen(model: onnx.ModelProto, op: str, dtype: int, carrier: int) -> int:
             nodes.append(node)
             continue
         ins, outs = _widened_slots(node, dtype, carrier, types, opset)
+        if not ins:  # ``dtype`` only in a slot that keeps it (a Where condition)
+            nodes.append(node)
+            continue
         count += 1
         for k in ins:
             name = node.input[k]

@@ -233,3 +233,24 @@ def test_cpu_kernel_table_matches_onnxruntime() -> None:
         if (err := _load_error(_probe(op, d), "cpu")) is not None
     ]
     assert failing == []
+
+
+class Wheres(nn.Module):
+    def forward(self, c: torch.Tensor, x: torch.Tensor, f: torch.Tensor):  # noqa: ANN201
+        return torch.where(c, x, -x), torch.where(c, f, -f), torch.where(c, c, ~c)
+
+
+def test_where_widens_its_values_never_its_condition() -> None:
+    """int16 and bool values widen (int32, uint8); the float Where is left alone, and every
+    condition stays bool (ONNX Where takes a bool condition only)."""
+    c = torch.tensor([[True, False, True], [False, False, True]])
+    x, f = (
+        torch.tensor([[-(2**15), 7, 2**15 - 1], [1, -2, 3]], dtype=torch.int16),
+        torch.randn(2, 3),
+    )
+    cm = fxonnx.compile(Wheres(), (c, x, f), dynamic_dims=None, provider="cpu")
+    widened = sorted(n.split(" between")[0] for n in cm.report.notes if "computed in" in n)
+    assert widened == ["Where x1 computed in int32", "Where x1 computed in uint8"]
+    for want, got in zip(Wheres()(c, x, f), cm(c, x, f), strict=True):
+        assert want.dtype == got.dtype and torch.equal(want, got)
+    onnx.checker.check_model(cm.onnx_model, full_check=True)
