@@ -279,7 +279,12 @@ def _carrier(probe: onnx.ModelProto, op: str, dtype: int, provider: str) -> int 
         return None
     for carrier in _CARRIERS.get(dtype, ()):
         wide = copy.deepcopy(probe)
-        if _widen(wide, op, dtype, carrier) and _load_error(wide, provider) is None:
+        if not _widen(wide, op, dtype, carrier):
+            continue
+        error = _load_error(wide, provider)
+        # a failure other than a missing kernel (a 0-d TopK) is the node's own: widened, the
+        # model then fails to load with it, instead of a wrong "no kernel" refusal
+        if error is None or not any(k in error for k in _NO_KERNEL):
             return carrier
     return None
 

@@ -217,3 +217,13 @@ def test_pixel_shuffle_of_integers_is_exact(dtype: torch.dtype) -> None:
     cm = fxonnx.compile(nn.PixelShuffle(2), (x,), provider="cpu")
     assert "DepthToSpace" not in {n.op_type for n in cm.onnx_model.graph.node}
     assert torch.equal(cm(x), F.pixel_shuffle(x, 2))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 0, 3), (1, 4, 2, 0)], ids=["no_rows", "no_cols"])
+def test_zero_size_pixel_shuffle_keeps_its_zero_dims(shape: tuple) -> None:
+    """A 0 in Reshape's target shape means "copy the input dim" unless allowzero=1."""
+    import fxonnx
+
+    x = torch.zeros(shape, dtype=torch.int64)
+    cm = fxonnx.compile(nn.PixelShuffle(2), (x,), dynamic_dims=None, provider="cpu")
+    assert cm(x).shape == F.pixel_shuffle(x, 2).shape == (1, 1, 2 * shape[2], 2 * shape[3])

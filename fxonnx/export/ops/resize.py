@@ -214,6 +214,8 @@ def _reshape(ctx: LowerCtx, x: Any, value: Value, tail: list[int]) -> Value:
         known = all(d is not None for d in dims)
         parts.insert(0, ctx.const(list(dims), _I64) if known else ctx.shape_of(x, 0, lead))
     shape = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=0)
+    if 0 in tail:  # a zero-size dim, not "copy the input's dim"
+        return ctx.emit("Reshape", value, shape, allowzero=1)
     return ctx.emit("Reshape", value, shape)
 
 
