@@ -11,7 +11,8 @@
   MaxPool on the CPU) runs in the first wider type that holds every value exactly and has a
   kernel (bool as uint8, int16 as int32 or float32, int32 as int64 or float64), but only when
   the op selects, compares or moves values (or is bool or/and), so the result is identical;
-  otherwise (int64 MaxPool: float64 has 53 bits) it is refused naming the op, dtype and fix.
+  otherwise (int64 MaxPool over a dynamic spatial dim: float64 has 53 bits; static windows
+  are lowered exactly) it is refused naming the op, dtype and fix.
   Only the inputs and outputs of the ONNX type variable that has the dtype are cast (Where's
   bool condition stays bool).
 
