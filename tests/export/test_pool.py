@@ -109,6 +109,7 @@ INT64_POOLS = {
     "2d_values": (lambda: nn.MaxPool2d(2), (2, 3, 6, 8)),
     "3d": (lambda: nn.MaxPool3d(2, 1, 1, return_indices=True), (1, 2, 4, 5, 3)),
     "unbatched": (lambda: nn.MaxPool2d(3, 1, 1, return_indices=True), (3, 6, 7)),
+    "one_window": (lambda: nn.MaxPool2d(2, 2, return_indices=True), (2, 3, 3, 2)),
 }
 
 
