@@ -255,6 +255,9 @@ def classify(case: Case, error: BaseException | None) -> tuple[str, str] | None:
         m = re.search(r"\((\w+Exception: [\w.]+)\)", msg) or re.search(r"(\w+Error: .{0,80})", msg)
         why = m.group(1) if m else _squash(msg)
         return kind, f"[unsupported] capture refused: {why}"
+    refused = re.match(r"onnxruntime has no \w+ kernel for (.*?); .*so fxonnx does not", msg)
+    if kind == "RuntimeSessionError" and refused:  # fxonnx's own refusal, before onnxruntime
+        return kind, f"[unsupported] refused: no exact kernel for {refused.group(1)}"
     if kind == "RuntimeSessionError":
         owner = f"[edges] ({edge})" if feats else "[bug]"
         op = re.search(r"Op \((\w+)\)|operator \((\w+)\)|for (\w+)\(\d+\)|running (\w+) node", msg)

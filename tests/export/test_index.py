@@ -223,3 +223,28 @@ def test_mask_assign_per_element_values_is_refused() -> None:
 
     with pytest.raises((ExportError, CaptureError), match="data-dependent"):
         lower(capture(Fn(fn), (_x(2), torch.randn(3, 8))))
+
+
+class ScatterReduce(nn.Module):
+    def __init__(self, reduce: str) -> None:
+        super().__init__()
+        self.reduce = reduce
+
+    def forward(self, x: torch.Tensor, i: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return x.scatter_reduce(0, i, u, self.reduce)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "prod", "amax", "amin"])
+def test_bool_scatter_reduce_is_or_and(reduce: str) -> None:
+    """onnxruntime reduces no bools; in uint8, sum would wrap at 256 Trues: exactly 256 land
+    in column 0, so a wrapping add would say False there."""
+    import fxonnx
+
+    x = torch.zeros(3, 2, dtype=torch.bool)
+    i = torch.zeros(256, 2, dtype=torch.int64)
+    i[:, 1] = torch.arange(256) % 3
+    u = torch.ones(256, 2, dtype=torch.bool)
+    u[::7, 1] = False
+    model = ScatterReduce(reduce)
+    cm = fxonnx.compile(model, (x, i, u), dynamic_dims=None, provider="cpu")
+    assert torch.equal(cm(x, i, u), model(x, i, u))

@@ -98,3 +98,37 @@ def test_max_pool_writes_indices_only_when_read(model: nn.Module, outputs: int) 
     cm = fxonnx.compile(model, (x,))
     (pool,) = [n for n in cm.onnx_model.graph.node if n.op_type == "MaxPool"]
     assert len([o for o in pool.output if o]) == outputs
+
+
+INT64_POOLS = {
+    "1d": (lambda: nn.MaxPool1d(3, 2, 1, return_indices=True), (2, 3, 9)),
+    "2d_dilated_ceil": (
+        lambda: nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True, return_indices=True),
+        (2, 3, 8, 9),
+    ),
+    "2d_values": (lambda: nn.MaxPool2d(2), (2, 3, 6, 8)),
+    "3d": (lambda: nn.MaxPool3d(2, 1, 1, return_indices=True), (1, 2, 4, 5, 3)),
+    "unbatched": (lambda: nn.MaxPool2d(3, 1, 1, return_indices=True), (3, 6, 7)),
+    "one_window": (lambda: nn.MaxPool2d(2, 2, return_indices=True), (2, 3, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(INT64_POOLS))
+def test_int64_max_pool_is_exact_past_two_to_the_53(name: str) -> None:
+    """No float holds these values (multiples of 2**60, many ties): values and the first
+    maximum's index must equal eager's, at the example batch and another."""
+    import fxonnx
+
+    factory, shape = INT64_POOLS[name]
+    layer = factory()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-3, 4, shape, generator=g) * 2**60 + torch.randint(-1, 2, shape, generator=g)
+    cm = fxonnx.compile(layer, (x,), provider="cpu")  # verified (integers must be equal)
+    assert "MaxPool" not in {n.op_type for n in cm.onnx_model.graph.node}
+    x5 = torch.randint(-3, 4, (5, *shape[1:]), generator=g) * 2**60
+    for inp in (x, x5) if name != "unbatched" else (x,):
+        want, got = layer(inp), cm(inp)
+        for w, o in zip(
+            *((t,) if isinstance(t, torch.Tensor) else t for t in (want, got)), strict=True
+        ):
+            assert w.dtype == o.dtype == torch.int64 and torch.equal(w, o)

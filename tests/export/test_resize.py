@@ -88,6 +88,10 @@ PADS = [
     (Fn(lambda x: F.pad(x, (1, -1, -2, 2), value=2.0)), (3, 5, 6)),
     (Fn(lambda x: F.pad(x, (1, 1, 0, 0, 1, 1))), (3, 5, 6)),  # the channel dim too
     (Fn(lambda x: F.pad(x, (-1, 2, 0, -2), mode="replicate")), (3, 5, 6)),
+    # a negative pad that removes a whole dim: torch replicates the element next to the cut
+    (Fn(lambda x: F.pad(x, (-6, 5, 0, 0), mode="replicate")), (3, 5, 6)),
+    (Fn(lambda x: F.pad(x, (0, 0, 2, -5), mode="replicate")), (3, 5, 6)),
+    (Fn(lambda x: F.pad(x, (5, -6, -5, 3), mode="replicate")), (3, 5, 6)),
     (Fn(lambda x: F.pad((x * 10).long(), (1, 2), value=-7)), (3, 5, 6)),
     (Fn(lambda x: torch.constant_pad_nd(x, (2, 1), 1.5)), (3, 6)),
 ]
@@ -202,3 +206,24 @@ _OPS = torch.ops.aten
 )
 def test_direct_aten_overloads(fn: Callable, shape: tuple, onnx_matches: Callable) -> None:
     onnx_matches(Fn(fn), _rand(*shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool], ids=str)
+def test_pixel_shuffle_of_integers_is_exact(dtype: torch.dtype) -> None:
+    """onnxruntime has no int32/int64/bool DepthToSpace: those take Reshape / Transpose."""
+    import fxonnx
+
+    x = (torch.arange(2 * 8 * 3 * 5).reshape(2, 8, 3, 5) % 3).to(dtype)
+    cm = fxonnx.compile(nn.PixelShuffle(2), (x,), provider="cpu")
+    assert "DepthToSpace" not in {n.op_type for n in cm.onnx_model.graph.node}
+    assert torch.equal(cm(x), F.pixel_shuffle(x, 2))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 0, 3), (1, 4, 2, 0)], ids=["no_rows", "no_cols"])
+def test_zero_size_pixel_shuffle_keeps_its_zero_dims(shape: tuple) -> None:
+    """A 0 in Reshape's target shape means "copy the input dim" unless allowzero=1."""
+    import fxonnx
+
+    x = torch.zeros(shape, dtype=torch.int64)
+    cm = fxonnx.compile(nn.PixelShuffle(2), (x,), dynamic_dims=None, provider="cpu")
+    assert cm(x).shape == F.pixel_shuffle(x, 2).shape == (1, 1, 2 * shape[2], 2 * shape[3])

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 
 
@@ -48,6 +49,21 @@ def _scalar_or_tensor(ctx: LowerCtx, a: Any, dtype: torch.dtype) -> Value:
         scalar = ctx.emit("Reshape", ctx.value(a), ctx.const([], torch.int64))
         return ctx.cast(scalar, dtype, ctx.dtype(a))
     return ctx.input_as(a, dtype)
+
+
+def require_float(ctx: LowerCtx, onnx_op: str, dtype: torch.dtype) -> None:
+    """Refuse an integer or bool ``dtype`` for an ONNX op that takes floats only and whose
+    integer result no float type computes exactly (sums of products, divisions: an int64 sum
+    overflows float64's 53-bit mantissa, a float average rounds where torch truncates)."""
+    if dtype.is_floating_point or dtype.is_complex:
+        return
+    name = str(dtype).removeprefix("torch.")
+    raise ExportError(
+        f"{ctx.node.name}: {ctx.node.target} on {name} inputs: ONNX {onnx_op} takes floats only "
+        f"and no float type computes its {name} result exactly",
+        hint=f"cast the input to float32 in the model (x.float() before the op, .to(torch.{name}) "
+        "after it) where its values fit",
+    )
 
 
 def axes(dims: Any, rank: int) -> list[int]:

@@ -8,11 +8,26 @@ import torch
 
 from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
-from .._registry import lowers, one_to_one
+from .._registry import lowers
 
 aten = torch.ops.aten
 
-one_to_one({aten.relu.default: "Relu", aten.sigmoid.default: "Sigmoid", aten.tanh.default: "Tanh"})
+
+@lowers(aten.sigmoid.default, aten.tanh.default)
+def sigmoid_tanh(ctx: LowerCtx) -> Value:
+    """sigmoid/tanh(Tensor self) -> Tensor: integer and bool inputs are cast to the float
+    result first (torch promotes them; ONNX Sigmoid and Tanh take floats only)."""
+    op = "Sigmoid" if ctx.node.target == aten.sigmoid.default else "Tanh"
+    return ctx.emit(op, ctx.input_as(ctx.arg(0), ctx.out_dtype))
+
+
+@lowers(aten.relu.default)
+def relu(ctx: LowerCtx) -> Value:
+    """relu(Tensor self) -> Tensor: Relu for floats, Max(x, 0) for integers (exact; onnxruntime
+    has no int64 Relu kernel)."""
+    if ctx.out_dtype.is_floating_point:
+        return ctx.emit("Relu", ctx.input(0))
+    return ctx.emit("Max", ctx.input(0), ctx.const(0, ctx.out_dtype))
 
 
 def _clip(ctx: LowerCtx, lo: float, hi: float) -> Value:

@@ -9,6 +9,7 @@ import torch
 from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
+from ._common import require_float
 
 aten = torch.ops.aten
 
@@ -31,7 +32,9 @@ def emit_conv(
     transposed: bool = False,
     output_padding: Any = 0,
 ) -> Value:
-    """Conv / ConvTranspose with torch's symmetric integer padding or 'same'/'valid'."""
+    """Conv / ConvTranspose with torch's symmetric integer padding or 'same'/'valid'; integer
+    convolutions are refused (ONNX Conv takes floats)."""
+    require_float(ctx, "ConvTranspose" if transposed else "Conv", ctx.dtype(w))
     n = ctx.rank(w) - 2
     attrs: dict[str, Any] = {
         "strides": _n(stride, n),
@@ -53,8 +56,52 @@ def emit_conv(
     bias = None if b is None else ctx.value(b)
     if transposed:
         attrs["output_padding"] = _n(output_padding, n)
+        limits = [max(s, d) for s, d in zip(attrs["strides"], attrs["dilations"], strict=True)]
+        if any(o >= m for o, m in zip(attrs["output_padding"], limits, strict=True)):
+            raise ExportError(  # what torch raises when it runs (fake tensors do not check)
+                f"{ctx.node.name}: output_padding {attrs['output_padding']} must be smaller than "
+                f"either stride {attrs['strides']} or dilation {attrs['dilations']}, per dim"
+            )
+        if any(o >= s for o, s in zip(attrs["output_padding"], attrs["strides"], strict=True)):
+            return _wide_output_padding(ctx, x, ctx.value(w), bias, attrs)
         return ctx.emit("ConvTranspose", x, ctx.value(w), bias, **attrs)
     return ctx.emit("Conv", x, ctx.value(w), bias, **attrs)
+
+
+def _wide_output_padding(
+    ctx: LowerCtx, x: Value, w: Value, bias: Value | None, attrs: dict[str, Any]
+) -> Value:
+    """ConvTranspose whose output_padding is not below its stride (torch allows it up to the
+    dilation; onnxruntime refuses it): the full transposed convolution (no pads), zeros past
+    its end where output_padding exceeds the padding, then torch's window [p, p + size) of it,
+    then the bias."""
+    pads, extra = attrs["pads"][: len(attrs["strides"])], attrs["output_padding"]
+    n = len(pads)
+    full = ctx.emit(
+        "ConvTranspose",
+        x,
+        w,
+        strides=attrs["strides"],
+        dilations=attrs["dilations"],
+        group=attrs["group"],
+        pads=[0] * (2 * n),
+    )
+    grow = [max(0, o - p) for o, p in zip(extra, pads, strict=True)]
+    if any(grow):
+        full = ctx.emit("Pad", full, ctx.const([0] * (n + 2) + [0, 0] + grow, torch.int64))
+    ends = [-(p - o) if o < p else 2**62 for o, p in zip(extra, pads, strict=True)]
+    axes = list(range(2, 2 + n))
+    y = ctx.emit(
+        "Slice",
+        full,
+        ctx.const(pads, torch.int64),
+        ctx.const(ends, torch.int64),
+        ctx.const(axes, torch.int64),
+    )
+    if bias is None:
+        return y
+    per_channel = ctx.const(list(range(1, n + 1)), torch.int64)  # (C,) -> (C, 1, ..., 1)
+    return ctx.emit("Add", y, ctx.emit("Unsqueeze", bias, per_channel))
 
 
 def _batched(ctx: LowerCtx) -> tuple[Value, bool]:

@@ -114,8 +114,8 @@ def pow_(ctx: LowerCtx) -> Value:
 
 @lowers(aten.rsqrt.default)
 def rsqrt(ctx: LowerCtx) -> Value:
-    """rsqrt(Tensor self) -> Tensor"""
-    return ctx.emit("Reciprocal", ctx.emit("Sqrt", ctx.input(0)))
+    """rsqrt(Tensor self) -> Tensor: integer and bool inputs are cast to the float result"""
+    return ctx.emit("Reciprocal", ctx.emit("Sqrt", ctx.input_as(ctx.arg(0), ctx.out_dtype)))
 
 
 @lowers(aten.maximum.default, aten.minimum.default, aten.max.other, aten.min.other)

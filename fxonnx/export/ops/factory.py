@@ -9,6 +9,7 @@ import onnx
 import torch
 from torch import fx
 
+from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 from .._dtypes import onnx_dtype
 from .._registry import lowers
@@ -109,6 +110,58 @@ def arange(ctx: LowerCtx) -> Value:
         return ctx.const(v, dtype)
 
     return ctx.emit("Range", scalar(start), scalar(end), scalar(step))
+
+
+@lowers(
+    aten.linspace.default,
+    aten.linspace.Tensor_Tensor,
+    aten.linspace.Tensor_Scalar,
+    aten.linspace.Scalar_Tensor,
+)
+def linspace(ctx: LowerCtx) -> Value:
+    """linspace(Scalar start, Scalar end, int steps, *, ScalarType? dtype=None) -> Tensor, and
+    the overloads taking 0-d tensors: step = (end - start) / (steps - 1), out[i] = start +
+    step * i in the first half and end - step * (steps - 1 - i) in the second, in the output
+    dtype, as torch's kernel computes it (out[-1] == end). Numbers known while tracing give
+    torch.linspace's own values; steps=0 is empty, steps=1 is [start]."""
+    start, end, steps = ctx.arg(0), ctx.arg(1), ctx.arg(2)
+    dtype = ctx.out_dtype
+    if all(isinstance(v, (int, float)) for v in (start, end, steps)):
+        return ctx.const(torch.linspace(start, end, steps, dtype=dtype))
+    if not isinstance(steps, int):
+        raise ExportError(f"{ctx.node.name}: linspace with a steps count known only at run time")
+    if not dtype.is_floating_point:
+        # torch rounds each float step to the integer dtype in its vectorized kernel, whose
+        # rounding of start + step * i depends on the CPU's vector width
+        raise ExportError(
+            f"{ctx.node.name}: linspace into {dtype} from tensor or symbolic bounds",
+            hint="compute it in float (dtype=torch.float32) and cast, or pass Python numbers",
+        )
+    if steps == 0:
+        return ctx.const(torch.zeros(0, dtype=dtype))
+    lo = _scalar_as(ctx, start, dtype)
+    if steps == 1:
+        return ctx.emit("Reshape", lo, ctx.const([1], torch.int64))
+    hi = _scalar_as(ctx, end, dtype)
+    step = ctx.emit("Div", ctx.emit("Sub", hi, lo), ctx.const(steps - 1, dtype))
+    i = torch.arange(steps)
+    first = ctx.emit("Add", lo, ctx.emit("Mul", step, ctx.const(i.to(dtype))))
+    second = ctx.emit("Sub", hi, ctx.emit("Mul", step, ctx.const((steps - 1 - i).to(dtype))))
+    return ctx.emit("Where", ctx.const(i < steps / 2), first, second)
+
+
+def _scalar_as(ctx: LowerCtx, v: Any, dtype: torch.dtype) -> Value:
+    """A 0-d ``dtype`` value from a number, a 0-d tensor or a SymInt node."""
+    if not isinstance(v, fx.Node):
+        return ctx.const(v, dtype)
+    val = ctx.val(v)
+    if isinstance(val, torch.Tensor):
+        if val.dim() != 0:
+            raise ExportError(f"{ctx.node.name}: linspace bounds must be 0-d tensors")
+        return ctx.cast(ctx.value(v), dtype, val.dtype)
+    if isinstance(val, torch.SymInt):
+        return ctx.cast(ctx.int_scalar(v), dtype, torch.int64)
+    raise ExportError(f"{ctx.node.name}: linspace bound {v} ({type(val).__name__}) not supported")
 
 
 @lowers(aten.copy.default)

@@ -225,14 +225,15 @@ def scatter(ctx: LowerCtx) -> Value:
         updates = ctx.cast(_fit_to(ctx, src, index_, None), ctx.out_dtype, ctx.dtype(src))
     else:
         updates = ctx.emit("Expand", ctx.const(src, ctx.out_dtype), ctx.shape_of(index_))
-    return ctx.emit(
-        "ScatterElements",
-        ctx.value(x),
-        idx,
-        updates,
-        axis=dim,
-        reduction=_SCATTER_REDUCE.get(reduce),
-    )
+    reduction = _SCATTER_REDUCE.get(reduce)
+    if ctx.out_dtype == torch.bool and reduction is not None:
+        # onnxruntime reduces no bools (it fails at run time): on 0 and 1 in uint8, or and and
+        # are max and min (add would wrap past 255 Trues)
+        reduction = {"add": "max", "mul": "min"}.get(reduction, reduction)
+        u8 = [ctx.cast(v, torch.uint8, torch.bool) for v in (ctx.value(x), updates)]
+        wide = ctx.emit("ScatterElements", u8[0], idx, u8[1], axis=dim, reduction=reduction)
+        return ctx.cast(wide, torch.bool, torch.uint8)
+    return ctx.emit("ScatterElements", ctx.value(x), idx, updates, axis=dim, reduction=reduction)
 
 
 def _scatter_positions(

@@ -30,9 +30,10 @@ one_to_one(
 @lowers(aten.linear.default)
 def linear(ctx: LowerCtx) -> Value:
     """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor: x @ W^T + b.
-    2-D input becomes one Gemm(transB=1); higher ranks MatMul with W^T, then Add."""
+    2-D float input becomes one Gemm(transB=1); higher ranks and integers (onnxruntime has no
+    integer Gemm kernel, it has integer MatMul) MatMul with W^T, then Add."""
     x, w, b = ctx.arg(0), ctx.arg(1), ctx.arg(2)
-    if ctx.rank(x) == 2:
+    if ctx.rank(x) == 2 and ctx.out_dtype.is_floating_point:
         bias = None if b is None else ctx.value(b)
         return ctx.emit("Gemm", ctx.value(x), ctx.value(w), bias, transB=1)
     wt = ctx.emit("Transpose", ctx.value(w), perm=[1, 0])
@@ -42,8 +43,13 @@ def linear(ctx: LowerCtx) -> Value:
 
 @lowers(aten.addmm.default)
 def addmm(ctx: LowerCtx) -> Value:
-    """addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor"""
+    """addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor:
+    one Gemm for floats; MatMul, then beta * self + alpha * product for integers (onnxruntime
+    has integer MatMul kernels, no integer Gemm)"""
     beta, alpha = ctx.kwarg("beta", 1), ctx.kwarg("alpha", 1)
+    if not ctx.out_dtype.is_floating_point:
+        prod = ctx.emit("MatMul", ctx.input(1), ctx.input(2))
+        return _scaled_sum(ctx, ctx.input(0), prod, beta, alpha)
     return ctx.emit(
         "Gemm", ctx.input(1), ctx.input(2), ctx.input(0), alpha=float(alpha), beta=float(beta)
     )
@@ -122,9 +128,12 @@ def pairwise_distance(ctx: LowerCtx) -> Value:
 
 @lowers(aten.einsum.default)
 def einsum(ctx: LowerCtx) -> Value:
-    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor; subscripts are
-    renamed to lower-case letters, which onnxruntime requires."""
-    equation = ctx.arg(0).replace(" ", "")
+    """einsum(str equation, Tensor[] tensors, *, int[]? path=None) -> Tensor; the output is made
+    explicit, ``...`` becomes letters (right-aligned, as torch broadcasts operands with fewer
+    ellipsis dims; onnxruntime wants equal counts) and subscripts are renamed to lower-case
+    letters, which onnxruntime requires."""
+    tensors = list(ctx.arg(1))
+    equation = _explicit(ctx, ctx.arg(0).replace(" ", ""), [ctx.rank(t) for t in tensors])
     letters = sorted({c for c in equation if c.isalpha()})
     if any(c.isupper() for c in letters):
         if len(letters) > 26:
@@ -134,6 +143,27 @@ def einsum(ctx: LowerCtx) -> Value:
         )
         rename = {c: (c if c.islower() else next(spare)) for c in letters}
         equation = "".join(rename.get(c, c) for c in equation)
-    tensors = list(ctx.arg(1))
     values = promoted(ctx, *tensors, dtype=ctx.out_dtype)
     return ctx.emit("Einsum", *values, equation=equation)
+
+
+def _explicit(ctx: LowerCtx, equation: str, ranks: list[int]) -> str:
+    """``equation`` with an explicit output (torch's implicit one: the ellipsis dims, then the
+    subscripts that appear once, sorted) and every ``...`` spelled out in unused letters."""
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if not arrow:
+        once = sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1)
+        rhs = ("..." if "..." in lhs else "") + "".join(once)
+    if "..." not in equation:
+        return f"{lhs}->{rhs}"
+    if len(terms) != len(ranks):
+        raise ExportError(f"{ctx.node.name}: einsum {equation!r} names {len(terms)} operands")
+    dims = [r - (len(t) - 3) if "..." in t else 0 for t, r in zip(terms, ranks, strict=True)]
+    used = set(equation)
+    spare = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used]
+    if max(dims) > len(spare):
+        raise ExportError(f"{ctx.node.name}: einsum with more than 52 subscripts")
+    ell = "".join(spare[: max(dims)])
+    terms = [t.replace("...", ell[len(ell) - d :]) for t, d in zip(terms, dims, strict=True)]
+    return ",".join(terms) + "->" + rhs.replace("...", ell)

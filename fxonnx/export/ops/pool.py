@@ -12,6 +12,7 @@ sum divided by torch's divisor, computed here per output position.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from ..._errors import ExportError
 from .._ctx import LowerCtx, Value
 from .._registry import lowers
+from ._common import require_float
 
 aten = torch.ops.aten
 
@@ -138,6 +140,8 @@ def _plane_indices(ctx: LowerCtx, indices: Value, spatial: list[int]) -> Value:
 
 def _max_pool(ctx: LowerCtx, x: Value, window: _Window, with_indices: bool) -> Any:
     dtype = ctx.out_dtype
+    if dtype == torch.int64 and not window.dynamic:
+        return _running_max(ctx, x, window, with_indices)
     lowest = torch.finfo(dtype).min if dtype.is_floating_point else torch.iinfo(dtype).min
     x, attrs = window.apply(ctx, x, -math.inf if dtype.is_floating_point else lowest)
     attrs["dilations"] = window.dilation
@@ -150,6 +154,57 @@ def _max_pool(ctx: LowerCtx, x: Value, window: _Window, with_indices: bool) -> A
         )
     values, indices = ctx.emit("MaxPool", x, outputs=2, **attrs)
     return [values, _plane_indices(ctx, indices, window.size)]
+
+
+def _running_max(ctx: LowerCtx, x: Value, window: _Window, with_indices: bool) -> Any:
+    """int64 max pooling, exactly (onnxruntime has no int64 MaxPool and float64 would round
+    past 2**53): the input padded with the lowest int64, then a running Max over one strided
+    Slice per kernel offset. Indices come from a constant grid of plane positions (-1 in the
+    padding); a later offset wins only when strictly greater, or over padding, so the first
+    maximum in window order wins, as in torch."""
+    n, lowest = len(window.kernel), torch.iinfo(torch.int64).min
+    begins = window.pad
+    ends = [p + e for p, e in zip(window.pad, window.extra, strict=True)]
+    axes = ctx.const(list(range(-n, 0)), torch.int64)
+    padded = ctx.emit(
+        "Pad", x, ctx.const(begins + ends, torch.int64), ctx.const(lowest, torch.int64), axes
+    )
+    grid = torch.arange(math.prod(window.size)).reshape(window.size)
+    sides = [q for b, e in list(zip(begins, ends, strict=True))[::-1] for q in (b, e)]
+    grid = torch.nn.functional.pad(grid, sides, value=-1)
+    best = where = None
+    for offset in itertools.product(*(range(k) for k in window.kernel)):
+        starts = [o * d for o, d in zip(offset, window.dilation, strict=True)]
+        stops = [
+            b + (m - 1) * s + 1 for b, m, s in zip(starts, window.out, window.stride, strict=True)
+        ]
+        v = ctx.emit(
+            "Slice",
+            padded,
+            ctx.const(starts, torch.int64),
+            ctx.const(stops, torch.int64),
+            axes,
+            ctx.const(window.stride, torch.int64),
+        )
+        view = grid[
+            tuple(slice(b, e, s) for b, e, s in zip(starts, stops, window.stride, strict=True))
+        ]
+        # a fresh tensor: a constant's bytes must be dense (a 1-element view keeps stride 2)
+        spots = torch.empty_like(view, memory_format=torch.contiguous_format).copy_(view)
+        if best is None:
+            best, where = v, ctx.const(spots)
+            continue
+        if not with_indices:
+            best = ctx.emit("Max", best, v)
+            continue
+        over_pad = ctx.emit("Equal", where, ctx.const(-1, torch.int64))
+        real = ctx.const(spots >= 0)
+        better = ctx.emit("Or", ctx.emit("Greater", v, best), ctx.emit("And", over_pad, real))
+        best = ctx.emit("Where", better, v, best)
+        where = ctx.emit("Where", better, ctx.const(spots), where)
+    if not with_indices:
+        return best
+    return [best, ctx.emit("Expand", where, ctx.emit("Shape", best))]
 
 
 @lowers(
@@ -179,6 +234,7 @@ def _indices_read(node: Any) -> bool:
 def avg_pool(ctx: LowerCtx) -> Value:
     """avg_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0,
     bool ceil_mode=False, bool count_include_pad=True, int? divisor_override=None) -> Tensor"""
+    require_float(ctx, "AveragePool", ctx.out_dtype)
     n = _dims(ctx)
     window = _Window(ctx, n, ctx.arg(1), ctx.arg(2), ctx.arg(3), ceil_mode=bool(ctx.arg(4)))
     include_pad = ctx.arg(5) if ctx.arg(5) is not None else True

@@ -145,11 +145,32 @@ def _pad(ctx: LowerCtx, pad: list[Any], mode: str, value: Any) -> Value:
             hint="export with opset >= 19",
         )
     axes = [rank - 1 - i for i in range(n)]
+    if mode == "replicate" and any(isinstance(p, int) and p < 0 for p in pad):
+        return _replicate_cropped(ctx, x, pad, axes)
     pads = ctx.int_list([pad[2 * i] for i in range(n)] + [pad[2 * i + 1] for i in range(n)])
     fill = None
     if mode == "constant" and value not in (None, 0, 0.0):
         fill = ctx.input_as(value, ctx.out_dtype)
     return ctx.emit("Pad", ctx.input(0), pads, fill, ctx.const(axes, _I64), mode=_PAD_MODES[mode])
+
+
+def _replicate_cropped(ctx: LowerCtx, x: Any, pad: list[Any], axes: list[int]) -> Value:
+    """Replicate padding with a negative (cropping) pad, as torch computes it: out[j] =
+    in[clamp(j - begin, 0, size - 1)] per padded dim, one Gather each. ONNX Pad crops first
+    and then has no edge to replicate when the crop removes a whole dim."""
+    shape = ctx.static_shape(x)
+    if not all(isinstance(p, int) for p in pad) or any(shape[a] is None for a in axes):
+        raise ExportError(
+            f"{ctx.node.name}: replicate padding with negative pads needs static pads and sizes"
+        )
+    y = ctx.input(0)
+    for i, axis in enumerate(axes):
+        begin, end = pad[2 * i], pad[2 * i + 1]
+        if begin == end == 0:
+            continue
+        j = torch.arange(shape[axis] + begin + end) - begin
+        y = ctx.emit("Gather", y, ctx.const(j.clamp(0, shape[axis] - 1)), axis=axis)
+    return y
 
 
 @lowers(aten.pad.default)
@@ -193,6 +214,8 @@ def _reshape(ctx: LowerCtx, x: Any, value: Value, tail: list[int]) -> Value:
         known = all(d is not None for d in dims)
         parts.insert(0, ctx.const(list(dims), _I64) if known else ctx.shape_of(x, 0, lead))
     shape = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=0)
+    if 0 in tail:  # a zero-size dim, not "copy the input's dim"
+        return ctx.emit("Reshape", value, shape, allowzero=1)
     return ctx.emit("Reshape", value, shape)
 
 
@@ -207,9 +230,10 @@ def _channels_hw(ctx: LowerCtx, x: Any) -> tuple[int, int, int, int]:
 def pixel_shuffle(ctx: LowerCtx) -> Value:
     """pixel_shuffle(Tensor self, int upscale_factor) -> Tensor: (*, C r^2, H, W) ->
     (*, C, H r, W r) with out[c, h r + i, w r + j] = in[c r^2 + i r + j, h, w], which is
-    DepthToSpace in CRD mode for 4-D inputs."""
+    DepthToSpace in CRD mode for 4-D float inputs (onnxruntime has DepthToSpace kernels for
+    floats and 8-bit integers only; other dtypes take the Reshape / Transpose / Reshape path)."""
     x, r = ctx.arg(0), int(ctx.arg(1))
-    if ctx.rank(x) == 4:
+    if ctx.rank(x) == 4 and (ctx.dtype(x).is_floating_point or None in ctx.static_shape(x)[-3:]):
         return ctx.emit("DepthToSpace", ctx.input(0), blocksize=r, mode="CRD")
     c, h, w, lead = _channels_hw(ctx, x)
     split = _reshape(ctx, x, ctx.input(0), [c // (r * r), r, r, h, w])

@@ -1,0 +1,75 @@
+"""Matrix products on integers (no integer Gemm in onnxruntime: MatMul + Add), bool outer
+products, and einsum equations onnxruntime does not take as torch writes them, against eager."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fxonnx
+
+
+class Fn(nn.Module):
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.fn(*args)
+
+
+def _ints(*shape: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    return torch.randint(-50, 50, shape, generator=torch.Generator().manual_seed(sum(shape)))
+
+
+INTEGER_PRODUCTS: dict[str, tuple[Callable, tuple[tuple[int, ...], ...]]] = {
+    "linear": (lambda x, w, b: F.linear(x, w, b), ((4, 3), (5, 3), (5,))),
+    "linear_3d": (lambda x, w, b: F.linear(x, w, b), ((2, 4, 3), (5, 3), (5,))),
+    "addmm": (lambda c, a, b: torch.addmm(c, a, b), ((4, 5), (4, 3), (3, 5))),
+    "addmm_scaled": (lambda c, a, b: torch.addmm(c, a, b, beta=2, alpha=3), ((5,), (4, 3), (3, 5))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("name", list(INTEGER_PRODUCTS))
+def test_integer_products_are_exact(name: str, dtype: torch.dtype) -> None:
+    fn, shapes = INTEGER_PRODUCTS[name]
+    inputs = tuple(_ints(*s).to(dtype) for s in shapes)
+    cm = fxonnx.compile(Fn(fn), inputs, dynamic_dims=None, provider="cpu")
+    assert "Gemm" not in {n.op_type for n in cm.onnx_model.graph.node}
+    assert torch.equal(cm(*inputs), fn(*inputs))
+
+
+def test_bool_outer_product_is_and() -> None:
+    a = torch.tensor([True, False, True])
+    b = torch.tensor([False, True, True, True])
+    cm = fxonnx.compile(Fn(torch.outer), (a, b), dynamic_dims=None, provider="cpu")
+    got = cm(a, b)
+    assert got.dtype == torch.bool and torch.equal(got, torch.outer(a, b))
+    onnx.checker.check_model(cm.onnx_model, full_check=True)  # standard ONNX: no bool Mul
+
+
+EINSUM = {
+    "ellipsis_uneven": ("...ik,...j->ij", ((1, 2, 3), (3,))),
+    "ellipsis_broadcast": ("...ik,...kj", ((4, 2, 3), (3, 5))),
+    "ellipsis_only": ("...", ((2, 3),)),
+    "ellipsis_summed": ("i...->...", ((3, 2, 4),)),
+    "implicit_upper": ("bAc,cD", ((2, 3, 4), (4, 5))),
+    "implicit_transpose": ("ba", ((2, 3),)),
+    "trace": ("ii", ((3, 3),)),
+}
+
+
+@pytest.mark.parametrize("name", list(EINSUM))
+def test_einsum_matches_eager(name: str) -> None:
+    equation, shapes = EINSUM[name]
+    g = torch.Generator().manual_seed(0)
+    inputs = tuple(torch.randn(*s, generator=g) for s in shapes)
+    model = Fn(lambda *t: torch.einsum(equation, *t))
+    cm = fxonnx.compile(model, inputs, dynamic_dims=None, verify=False, provider="cpu")
+    torch.testing.assert_close(cm(*inputs), model(*inputs), rtol=1e-5, atol=1e-5)
