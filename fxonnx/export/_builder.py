@@ -71,7 +71,9 @@ class GraphBuilder:
 
     def const(self, tensor: torch.Tensor, hint: str = "const") -> str:
         """A constant as a (deduplicated) initializer of the root graph."""
-        t = tensor.detach().cpu().contiguous()
+        # clone: a one-element view keeps a stride of 2, which .contiguous() does not change
+        # and .view(torch.uint8) refuses
+        t = tensor.detach().cpu().clone(memory_format=torch.contiguous_format)
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # bfloat16 has no numpy type
         key = (t.dtype, tuple(t.shape), hashlib.blake2b(raw, digest_size=16).digest())
         cache = self.root._const_cache

@@ -140,3 +140,15 @@ def test_diagonal_over_batch_dim_is_refused() -> None:
     captured = capture(Fn(lambda x: torch.diagonal(x, 0, 0, 1)), _x(2))
     with pytest.raises(ExportError, match="dynamic batch"):
         lower(captured)
+
+
+def test_a_one_element_strided_constant_is_written() -> None:
+    """A one-element view keeps a stride of 2 through .contiguous(): the builder still writes
+    it (it used to fail viewing it as bytes)."""
+    from fxonnx.export._builder import GraphBuilder
+
+    t = torch.arange(6).reshape(3, 2)[:1, ::2].contiguous()
+    assert t.stride() == (2, 2)
+    builder = GraphBuilder()
+    name = builder.const(t)
+    assert [n for n, _ in builder.initializers] == [name]
