@@ -20,7 +20,14 @@ from ._dimexpr import describe_all, evaluate, is_name
 from ._errors import DynamicDimError, InputError, PassError, UnsupportedOpError
 from .capture import Captured, ConstantLeaf, capture, unwrap_parallel
 from .export import DEFAULT_OPSET, lower, save_model
-from .runtime import Session, aborting_ops, as_session_dtypes, fit_kernels, float32_boundary
+from .runtime import (
+    Session,
+    aborting_ops,
+    as_session_dtypes,
+    fit_kernels,
+    fit_schema,
+    float32_boundary,
+)
 from .verify import Report
 from .verify import verify as verify_outputs
 from .verify._verify import eval_mode
@@ -245,6 +252,8 @@ def _capture_and_lower(
     try:
         onnx_model = lower(captured, opset=opset)
         _fold_lowered_constants(onnx_model, stats)
+        onnx_model, widened = fit_schema(onnx_model)  # bool Max, int32 MaxPool: valid ONNX
+        notes += widened
     except DynamicDimError as e:
         if captured.shapes.requested != "auto":
             raise

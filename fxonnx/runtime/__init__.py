@@ -1,6 +1,6 @@
 """onnxruntime sessions: provider choice, input validation, torch/numpy I/O, CUDA I/O binding."""
 
-from ._kernels import as_session_dtypes, fit_kernels, float32_boundary
+from ._kernels import as_session_dtypes, fit_kernels, fit_schema, float32_boundary
 from ._providers import cuda_status, resolve
 from ._session import IOSpec, Session, aborting_ops, session_options
 
@@ -11,6 +11,7 @@ __all__ = [
     "as_session_dtypes",
     "cuda_status",
     "fit_kernels",
+    "fit_schema",
     "float32_boundary",
     "resolve",
     "session_options",

@@ -140,6 +140,65 @@ def fit_kernels(model: onnx.ModelProto, provider: str) -> tuple[onnx.ModelProto,
     return out, notes
 
 
+def fit_schema(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """``model`` itself when the ONNX schema defines each op for its input types, else a copy
+    whose integer and bool ops it does not (bool TopK and Max, int32 MaxPool) compute in the
+    first exactly wider type it does, with notes: a file any ONNX runtime accepts, whatever
+    onnxruntime would load. Ops with no exact wider type are left as they are."""
+    if not any(_schema_may_refuse(node) for node in model.graph.node):
+        return model, []
+    types, opset = _skeleton_types(model), _opset(model)
+    todo: list[tuple[str, int, int]] = []
+    for node in model.graph.node:
+        found = _undefined_input(node, types, opset)
+        if found is not None and (node.op_type, *found) not in todo:
+            todo.append((node.op_type, *found))
+    if not todo:
+        return model, []
+    out, notes = copy.deepcopy(model), []
+    for op, dtype, carrier in todo:
+        count = _widen(out, op, dtype, carrier)
+        notes.append(
+            f"{op} x{count} computed in {_NAMES[carrier]} between Casts (ONNX defines no "
+            f"{_NAMES[dtype]} {op}; every value fits, the result is the same)"
+        )
+    return out, notes
+
+
+def _schema_may_refuse(node: onnx.NodeProto) -> bool:
+    """A cheap first look: an op that selects values (defined for some dtypes only)."""
+    return node.domain in ("", "ai.onnx") and (
+        node.op_type in _SELECTING or node.op_type in _BOOL_LOGIC
+    )
+
+
+def _undefined_input(
+    node: onnx.NodeProto, types: dict[str, int], opset: int
+) -> tuple[int, int] | None:
+    """(dtype, carrier) when ``node`` reads an integer or bool dtype its schema does not
+    define and an exactly wider one it does exists; else None."""
+    if not _schema_may_refuse(node):
+        return None
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return None
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    params = schema.inputs
+    for k, name in enumerate(node.input):
+        dtype = types.get(name)
+        if not name or dtype not in _INTEGERS or not params:
+            continue
+        var = params[min(k, len(params) - 1)].type_str
+        if var not in allowed or _type_str(dtype) in allowed[var]:
+            continue
+        exact = node.op_type in _SELECTING or (dtype == _T.BOOL and node.op_type in _BOOL_LOGIC)
+        for carrier in _CARRIERS.get(dtype, ()) if exact else ():
+            if _type_str(carrier) in allowed[var]:
+                return dtype, carrier
+    return None
+
+
 def float32_boundary(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     """The model a session runs: bfloat16 graph inputs and outputs as float32 (onnxruntime's
     Python API has no bfloat16 arrays), cast inside; ``model`` itself when it has none."""

@@ -256,3 +256,20 @@ def test_where_widens_its_values_never_its_condition() -> None:
     for want, got in zip(Wheres()(c, x, f), cm(c, x, f), strict=True):
         assert want.dtype == got.dtype and torch.equal(want, got)
     onnx.checker.check_model(cm.onnx_model, full_check=True)
+
+
+def test_export_writes_ops_onnx_defines_for_their_dtypes() -> None:
+    """``fxonnx.export`` of bool max and an int32 max pool: ONNX defines neither, so the file
+    computes them in an exactly wider type and passes onnx's full check; compile matches."""
+    class Mixed(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple:
+            return torch.maximum(a, b), torch.nn.functional.max_pool2d(c, 2)
+
+    a, b = torch.rand(2, 5) > 0.5, torch.rand(2, 5) > 0.5
+    c = torch.randint(-50, 50, (1, 2, 4, 4), dtype=torch.int32)
+    model = fxonnx.export(Mixed(), (a, b, c), dynamic=False)
+    onnx.checker.check_model(model, full_check=True)
+    cm = fxonnx.compile(Mixed(), (a, b, c), dynamic=False)
+    for got, want in zip(cm(a, b, c), Mixed()(a, b, c), strict=True):
+        assert torch.equal(got, want)
+    assert any("ONNX defines no bool Max" in n for n in cm.report.notes), cm.report.notes
