@@ -49,14 +49,15 @@ def shape_kernel_mode(**options: Any) -> FakeTensorMode:
     return mode
 
 
+def _symbolic(mode: FakeTensorMode, x: Any) -> bool:
+    """A fake tensor of ``mode`` with symbolic sizes: where the view kernels apply."""
+    return isinstance(x, FakeTensor) and x.fake_mode is mode and x._has_symbolic_sizes_strides
+
+
 def _ours(mode: FakeTensorMode, x: Any) -> bool:
-    """A float32/64 fake tensor of ``mode`` with symbolic sizes: where the kernels apply."""
-    return (
-        isinstance(x, FakeTensor)
-        and x.fake_mode is mode
-        and x.dtype in _FLOATS
-        and x._has_symbolic_sizes_strides
-    )
+    """A float32/64 fake tensor of ``mode`` with symbolic sizes: where the kernels that
+    compute values apply."""
+    return _symbolic(mode, x) and x.dtype in _FLOATS
 
 
 def _empty(mode: FakeTensorMode, like: FakeTensor, shape: Sequence[Any], fmt: Any) -> FakeTensor:
@@ -103,7 +104,7 @@ def _softmax(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     x, _dim, half_to_float = args
     if half_to_float or not _ours(mode, x) or _layout(x) is not torch.contiguous_format:
         return NotImplemented
-    return _like(mode, x)
+    return _empty(mode, x, x.shape, torch.contiguous_format)
 
 
 def _clone(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
@@ -123,6 +124,10 @@ def _same_size(p: Any, q: Any) -> bool:
     return type(p) is int and type(q) is int and p == q
 
 
+def _is_one(size: Any) -> bool:
+    return type(size) is int and size == 1
+
+
 def _dominant(a: FakeTensor, b: Any) -> bool:
     """``b`` broadcasts to ``a``'s shape without changing it: a Python number, or a tensor of
     no higher rank whose every dim equals ``a``'s (by construction) or is a static 1."""
@@ -131,9 +136,7 @@ def _dominant(a: FakeTensor, b: Any) -> bool:
     if not isinstance(b, FakeTensor) or b.dim() > a.dim():
         return False
     tail = a.shape[a.dim() - b.dim() :]
-    return all(
-        (type(q) is int and q == 1) or _same_size(p, q) for p, q in zip(tail, b.shape, strict=True)
-    )
+    return all(_is_one(q) or _same_size(p, q) for p, q in zip(tail, b.shape, strict=True))
 
 
 def _binary(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
@@ -155,14 +158,10 @@ def _alias(x: FakeTensor, mode: FakeTensorMode, shape: Sequence[Any], stride: Se
         return x.as_strided(shape, stride, x.storage_offset())
 
 
-def _symbolic_view_input(mode: FakeTensorMode, x: Any) -> bool:
-    return isinstance(x, FakeTensor) and x.fake_mode is mode and x._has_symbolic_sizes_strides
-
-
 def _view(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     """``x.view(shape)`` when every size comparison it needs is decided by construction."""
     x, shape = args[0], list(args[1])
-    if kwargs or not shape or not _symbolic_view_input(mode, x):
+    if kwargs or not shape or not _symbolic(mode, x):
         return NotImplemented
     shape = _infer_size(shape, x.numel())
     if shape is None:
@@ -182,10 +181,6 @@ def _infer_size(shape: list[Any], numel: Any) -> list[Any] | None:
             return None
         shape[holes[0]] = numel // known
     return shape if _same_size(math.prod(shape), numel) else None
-
-
-def _is_one(size: Any) -> bool:
-    return type(size) is int and size == 1
 
 
 def _view_strides(old: list[Any], stride: list[Any], new: list[Any]) -> list[Any] | None:
@@ -216,7 +211,7 @@ def _view_strides(old: list[Any], stride: list[Any], new: list[Any]) -> list[Any
 
 def _unsafe_view(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     """A view's shape in a tensor of its own; contiguous inputs only (then the strides agree)."""
-    if _symbolic_view_input(mode, args[0]) and _layout(args[0]) is not torch.contiguous_format:
+    if _symbolic(mode, args[0]) and _layout(args[0]) is not torch.contiguous_format:
         return NotImplemented
     out = _view(mode, args, kwargs)
     if out is NotImplemented:
@@ -231,7 +226,7 @@ def _permuted(mode: FakeTensorMode, x: FakeTensor, order: Sequence[int]) -> Any:
 
 def _transpose(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     x, d0, d1 = args
-    if kwargs or not _symbolic_view_input(mode, x):
+    if kwargs or not _symbolic(mode, x):
         return NotImplemented
     order = list(range(x.dim()))
     d0, d1 = d0 % x.dim(), d1 % x.dim()
@@ -241,7 +236,7 @@ def _transpose(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
 
 def _permute(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     x, dims = args
-    if kwargs or not _symbolic_view_input(mode, x) or len(dims) != x.dim():
+    if kwargs or not _symbolic(mode, x) or len(dims) != x.dim():
         return NotImplemented
     order = [d % x.dim() for d in dims]
     if sorted(order) != list(range(x.dim())):
@@ -251,7 +246,7 @@ def _permute(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
 
 def _unsqueeze(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     x, dim = args
-    if kwargs or not _symbolic_view_input(mode, x):
+    if kwargs or not _symbolic(mode, x):
         return NotImplemented
     dim = dim % (x.dim() + 1)
     size, stride = list(x.shape), list(x.stride())
