@@ -186,11 +186,9 @@ def _running_max(ctx: LowerCtx, x: Value, window: _Window, with_indices: bool) -
             axes,
             ctx.const(window.stride, torch.int64),
         )
-        view = grid[
+        spots = grid[
             tuple(slice(b, e, s) for b, e, s in zip(starts, stops, window.stride, strict=True))
         ]
-        # a fresh tensor: a constant's bytes must be dense (a 1-element view keeps stride 2)
-        spots = torch.empty_like(view, memory_format=torch.contiguous_format).copy_(view)
         if best is None:
             best, where = v, ctx.const(spots)
             continue
