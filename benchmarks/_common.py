@@ -50,6 +50,18 @@ def torch_onnx_export(name: str, model: torch.nn.Module, inputs: tuple) -> onnx.
     return onnx.load_model_from_string(buf.getvalue())
 
 
+def train_without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Training mode with dropout off (nn.Dropout and MultiheadAttention's): a training step
+    measured, and compared across backends, without random masks."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.dropout = 0.0
+    return model
+
+
 def optimized_node_count(model: onnx.ModelProto) -> int:
     """Nodes left after onnxruntime's own optimizer (level ALL, CPU provider): what the session
     really runs. Variants that end up with the same graph run the same kernels, so a latency gap

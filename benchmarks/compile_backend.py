@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _common  # noqa: E402,F401  (OMP_WAIT_POLICY=PASSIVE before torch spins up)
 import torch  # noqa: E402
 import torch.utils._pytree as pytree  # noqa: E402
+from _common import train_without_dropout  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fxonnx.dynamo as fd  # noqa: E402
@@ -38,16 +39,6 @@ DEFAULT_MODELS = "mlp,lenet_cifar,resnet18,mobilenet_v2,transformer_encoder,vit_
 
 def _loss(out: object) -> torch.Tensor:
     return sum((t.float() ** 2).mean() for t in pytree.tree_leaves(out) if t.is_floating_point())
-
-
-def _no_dropout(model: nn.Module) -> nn.Module:
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.eval()
-        if isinstance(m, nn.MultiheadAttention):
-            m.dropout = 0.0
-    return model
 
 
 def _opts(args: argparse.Namespace) -> dict:
@@ -122,7 +113,7 @@ def training_rows(name: str, batch: int, args: argparse.Namespace) -> dict:
     torch._dynamo.reset()
     model, inputs = models.get(name, batch=batch)
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    model = _no_dropout(model)
+    model = train_without_dropout(model)
     steps: dict[str, Callable | None] = {}
     built: dict[str, tuple] = {}
     for kind in ("eager", "inductor", "fxonnx"):

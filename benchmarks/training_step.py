@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _common  # noqa: E402,F401  (OMP_WAIT_POLICY=PASSIVE before torch spins up)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _common import train_without_dropout  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fxonnx  # noqa: E402
@@ -43,12 +44,7 @@ def loss_fn(out: torch.Tensor | tuple, target: torch.Tensor) -> torch.Tensor:
 
 def prepare(name: str, batch: int) -> tuple[nn.Module, tuple, torch.Tensor]:
     model, inputs = models.get(name, batch=batch)
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.eval()
-        if isinstance(m, nn.MultiheadAttention):
-            m.dropout = 0.0
+    train_without_dropout(model)
     with torch.no_grad():
         out = model(*inputs)
     out = out[0] if isinstance(out, tuple) else out
