@@ -261,6 +261,7 @@ def test_where_widens_its_values_never_its_condition() -> None:
 def test_export_writes_ops_onnx_defines_for_their_dtypes() -> None:
     """``fxonnx.export`` of bool max and an int32 max pool: ONNX defines neither, so the file
     computes them in an exactly wider type and passes onnx's full check; compile matches."""
+
     class Mixed(torch.nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple:
             return torch.maximum(a, b), torch.nn.functional.max_pool2d(c, 2)
