@@ -2,41 +2,22 @@
 
 Eager bfloat16 rounds after every op; onnxruntime computes the ops it lacks 16-bit kernels for
 in float32 (one rounding each). Through a deep net the two drift apart further than a bfloat16
-tolerance (resnet18: 0.084 of the output's range), while the compiled result is the *closer*
-one to the exact answer (0.0066 against eager's 0.0074). So a 16-bit output that misses the
-eager tolerance passes when it is at least as close as eager to the model run in float64 on
-the same (16-bit) input values, with the dtype's own tolerance as slack.
+tolerance, while each stays about as close to the exact answer (bf16 resnet18: 0.094 apart,
+eager 0.033 and compiled 0.040 from the float64 run, outputs up to 11.2; vit_tiny: eager 0.013,
+compiled 0.0092). So a 16-bit output that misses the eager tolerance passes when it is as close
+as eager (within ``SLACK``) to the model run in float64 on the same (16-bit) weights and input
+values, with the dtype's rtol of the output's range as slack.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
-import torch.utils._pytree as pytree
-from torch import nn
 
 from ._compare import tolerance
 from ._report import Check
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 SLACK = 1.25  # "as close as eager" allows this factor on eager's own error
-
-
-def float64_outputs(model: nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    """The model's outputs computed in float64 from the same input values."""
-
-    def widen(x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.dtype.is_floating_point:
-            return x.detach().to(torch.float64)
-        return x
-
-    exact = copy.deepcopy(model).to(torch.float64).eval()
-    a, k = pytree.tree_map(widen, (args, kwargs))
-    with torch.no_grad():
-        out = exact(*a, **k)
-    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 
 def against_reference(
