@@ -27,7 +27,6 @@ from ..capture import Captured, Shapes, TensorSpec
 from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
-from ..runtime._providers import CUDA, resolve
 from ..runtime._races import racy_on_threads
 from ..verify import Report
 from ..verify._compare import compare
@@ -124,14 +123,15 @@ class OnnxPartition:
                 "with more (fxonnx/runtime/_races.py)"
             )
         self._threads = threads
-        # weights baked into the session at the first call (options.freeze, inference graphs,
-        # CPU): (input position, tensor, version, data_ptr) of each, checked on every call
-        self._freeze = options.freeze and resolve(options.provider)[0] != CUDA
+        # created here in every case: a model onnxruntime refuses fails now, where
+        # make_partition leaves the partition to torch, and it is what thawing goes back to
+        self.session = self._open(self.onnx_model)
+        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
+        # weights baked into a second session at the first call (options.freeze, inference
+        # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
+        self._freeze = options.freeze and not self.session.on_cuda
         self._frozen: tuple[tuple[int, torch.Tensor, int, int], ...] = ()
         self._baked: frozenset[int] = frozenset()
-        self.session: Session | None = None
-        if not self._freeze:
-            self._open(self.onnx_model)
         self.ms = (time.perf_counter() - t0) * 1e3
         self._in_names = [s.name for s in captured.inputs]
         placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
@@ -148,11 +148,10 @@ class OnnxPartition:
         self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
         self._views: list[Any] = [None] * len(self._in_names)
 
-    def _open(self, model: Any) -> None:
-        self.session = Session(
+    def _open(self, model: Any) -> Session:
+        return Session(
             model.SerializeToString(), provider=self.options.provider, threads=self._threads
         )
-        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
 
     def _bake(self, args: tuple) -> None:
         """The session for these weights: the module's parameters and buffers among ``args``
@@ -165,7 +164,6 @@ class OnnxPartition:
         ]
         if not static:
             self._freeze = False
-            self._open(self.onnx_model)
             return
         model = onnx.ModelProto()
         model.CopyFrom(self.onnx_model)
@@ -176,7 +174,13 @@ class OnnxPartition:
         for name, t in names.items():
             array = t.detach().contiguous().numpy()
             model.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
-        self._open(model)
+        try:
+            frozen = self._open(model)
+        except RuntimeSessionError as e:  # the weights stay inputs, as without freezing
+            log.info("fxonnx: %s: weights not baked: %s", self.name, str(e).splitlines()[0])
+            self._freeze = False
+            return
+        self._inputs_session, self.session, self._ort = self.session, frozen, frozen._session
         self._frozen = tuple((i, args[i], args[i]._version, args[i].data_ptr()) for i in static)
         self._baked = frozenset(static)
 
@@ -193,15 +197,15 @@ class OnnxPartition:
             "fxonnx: %s: weights changed since they were baked; now taken as inputs", self.name
         )
         self._freeze, self._frozen, self._baked = False, (), frozenset()
-        self._open(self.onnx_model)
+        self.session = self._inputs_session
+        self._ort = self.session._session
 
     def __call__(self, *args: Any) -> Any:
         if self._freeze:
-            if self.session is None:
+            if not self._frozen:
                 self._bake(args)
             elif not self._weights_unchanged(args):
                 self._thaw()
-        assert self.session is not None
         if self.session.on_cuda:
             outs = self._run_bound(args)
         else:
