@@ -29,6 +29,7 @@ from ._budget import guarded_trace
 from ._captured import Captured, ConstantLeaf, Shapes, TensorSpec
 from ._functionalize import functionalize_simple
 from ._recurrent import recurrent_as_whole_ops
+from ._replay import replayed_layers
 from ._signature import input_names, output_names, sanitize
 from ._symbolic import SymbolicInputs
 from ._transformer import eager_transformer_semantics
@@ -139,9 +140,16 @@ class _Tracer:
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
         with config, eager_transformer_semantics():  # torch.nn code that reads values
             try:
-                with mode, torch.no_grad(), without_value_checks(), guarded_trace(self.model):
+                with (
+                    mode,
+                    torch.no_grad(),
+                    without_value_checks(),
+                    guarded_trace(self.model),
+                    replayed_layers(self.model) as replays,
+                ):
                     trace = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)
                     gm = trace(*fakes)
+                log.debug("layer calls replayed: %s", dict(replays))
             except CaptureError:
                 raise
             except Exception as e:
