@@ -12,13 +12,12 @@ import logging
 import time
 import traceback
 import warnings
-from collections import Counter
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 from torch import fx, nn
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .._errors import CaptureError
@@ -28,6 +27,7 @@ from . import (
 )
 from ._budget import guarded_trace
 from ._captured import Captured, ConstantLeaf, Shapes, TensorSpec
+from ._fake_weights import fake_weights
 from ._functionalize import functionalize_simple
 from ._recurrent import recurrent_as_whole_ops
 from ._replay import replayed_layers
@@ -137,7 +137,7 @@ class _Tracer:
         else:
             mode = symbolic.mode
             user = [symbolic.fake(t, d) for t, d in zip(self.tensors, self.per_input, strict=True)]
-        fakes = fake_state(mode, list(self.state.values())) + user
+        fakes = fake_weights(mode, list(self.state.values())) + user
         config = symbolic.tracing() if symbolic is not None else contextlib.nullcontext()
         with config, eager_transformer_semantics():  # torch.nn code that reads values
             try:
@@ -212,40 +212,6 @@ class _Tracer:
                 "the model mutates %d input(s) or buffer(s); the export ignores that", n_mut
             )
         return gm
-
-
-def fake_state(mode: FakeTensorMode, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Fake copies of parameters and buffers (static shapes). A plain dense tensor with a
-    storage of its own is made directly from its metadata: ``from_tensor`` also describes each
-    tensor's storage, view chain and autograd state, for aliasing that separate weights don't
-    have (resnet18's 122 tensors: 11 ms against 1.5). Weights that share storage, views, and
-    anything unusual still go through ``from_tensor``, which keeps what they share."""
-    storages = Counter(t.untyped_storage().data_ptr() for t in tensors)
-    out = []
-    for t in tensors:
-        if not _plain_dense(t) or storages[t.untyped_storage().data_ptr()] > 1:
-            out.append(mode.from_tensor(t, static_shapes=True))
-            continue
-        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-        fake = FakeTensor(mode, meta, device=t.device)
-        if t.requires_grad:
-            fake.requires_grad_(True)
-        if type(t) is nn.Parameter:
-            fake._is_param = True  # isinstance(fake, nn.Parameter), as from_tensor gives
-        out.append(fake)
-    return out
-
-
-def _plain_dense(t: torch.Tensor) -> bool:
-    return (
-        type(t) in (torch.Tensor, nn.Parameter)
-        and t.layout is torch.strided
-        and t.device.type != "meta"
-        and not t.is_quantized
-        and t.is_leaf
-        and t.storage_offset() == 0
-        and t.untyped_storage().nbytes() > 0
-    )
 
 
 def _reorder_placeholders(gm: fx.GraphModule, ordered: list[fx.Node]) -> None:

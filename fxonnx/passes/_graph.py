@@ -13,7 +13,7 @@ from torch import fx
 from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import FakeTensor
 
-from ..capture import Captured, TensorSpec, same_shape, size_hint, static_dim
+from ..capture import Captured, TensorSpec, fake_weights, same_shape, size_hint, static_dim
 
 aten = torch.ops.aten
 
@@ -175,8 +175,11 @@ def placeholder_specs(captured: Captured) -> dict[fx.Node, TensorSpec]:
     return dict(zip(nodes, captured.inputs, strict=True))
 
 
-def state_of(captured: Captured, node: Any) -> torch.Tensor | None:
-    """The value of a parameter/buffer/constant placeholder or get_attr tensor, else None."""
+def state_of(
+    captured: Captured, node: Any, specs: dict[fx.Node, TensorSpec] | None = None
+) -> torch.Tensor | None:
+    """The value of a parameter/buffer/constant placeholder or get_attr tensor, else None.
+    ``specs``: ``placeholder_specs(captured)``, for a caller that asks about every node."""
     if not isinstance(node, fx.Node):
         return None
     if node.op == "get_attr":
@@ -184,7 +187,7 @@ def state_of(captured: Captured, node: Any) -> torch.Tensor | None:
         return value if isinstance(value, torch.Tensor) else None
     if node.op != "placeholder":
         return None
-    spec = placeholder_specs(captured).get(node)
+    spec = (specs if specs is not None else placeholder_specs(captured)).get(node)
     if spec is None or spec.kind == "input":
         return None
     return captured.state[spec.name]
@@ -194,10 +197,9 @@ def add_constant(captured: Captured, tensor: torch.Tensor, hint: str) -> fx.Node
     """A new ``constant`` placeholder (after the state inputs, before the user inputs) holding
     ``tensor`` in ``captured.state``; the exporter makes it an initializer."""
     graph = captured.gm.graph
-    taken = set(captured.state) | {s.name for s in captured.inputs}
-    taken |= {n.name for n in graph.nodes}
+    used = graph._graph_namespace._used_names  # every name the graph ever gave a node
     name, i = hint, 0
-    while name in taken:
+    while name in used or name in captured.state or any(s.name == name for s in captured.inputs):
         i += 1
         name = f"{hint}_{i}"
     placeholders = graph.find_nodes(op="placeholder")
@@ -213,7 +215,7 @@ def add_constant(captured: Captured, tensor: torch.Tensor, hint: str) -> fx.Node
     assert node.name == name, (node.name, name)
     tensor = tensor.detach()
     mode = fake_mode(captured.gm)
-    node.meta["val"] = mode.from_tensor(tensor, static_shapes=True) if mode else tensor
+    node.meta["val"] = fake_weights(mode, [tensor])[0] if mode else tensor
     spec = TensorSpec(name, "constant", tuple(tensor.shape), tensor.dtype)
     inputs = list(captured.inputs)
     inputs.insert(n_state, spec)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from ._graph import add_constant, state_of
+from ._graph import add_constant, placeholder_specs, state_of
 from ._infra import Pass, PassContext, PassResult, register
 from .cse import is_deterministic
 
@@ -40,9 +40,10 @@ class FoldConstants(Pass):
         captured = ctx.captured
         values: dict[fx.Node, Any] = {}
         cone: dict[fx.Node, dict[str, int]] = {}  # state leaves (name -> numel) a value reads
+        specs = placeholder_specs(captured)
         for node in captured.gm.graph.nodes:
             if node.op in ("placeholder", "get_attr"):
-                t = state_of(captured, node)
+                t = state_of(captured, node, specs)
                 if t is not None:
                     values[node] = t
                     cone[node] = {node.name: t.numel()}

@@ -1,4 +1,4 @@
-"""Fake parameters and buffers (``_trace.fake_state``): the metadata torch's ``from_tensor``
+"""Fake parameters and buffers (``capture.fake_weights``): the metadata torch's ``from_tensor``
 gives, and shared storage kept where weights share it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
-from fxonnx.capture._trace import fake_state
+from fxonnx.capture import fake_weights
 
 
 def _mode() -> FakeTensorMode:
@@ -21,7 +21,7 @@ def test_plain_weights_have_from_tensors_metadata() -> None:
         torch.randn(5, dtype=torch.float64),
         torch.zeros((), dtype=torch.int64),
     ]
-    ours, theirs = fake_state(_mode(), tensors), [_mode().from_tensor(t) for t in tensors]
+    ours, theirs = fake_weights(_mode(), tensors), [_mode().from_tensor(t) for t in tensors]
     for a, b in zip(ours, theirs, strict=True):
         assert isinstance(a, FakeTensor)
         assert (a.shape, a.stride(), a.dtype, a.device) == (b.shape, b.stride(), b.dtype, b.device)
@@ -32,7 +32,7 @@ def test_plain_weights_have_from_tensors_metadata() -> None:
 def test_weights_that_share_storage_still_share_it() -> None:
     base = torch.randn(10)
     tied = nn.Parameter(torch.randn(3, 4))
-    fakes = fake_state(_mode(), [base, base[2:], tied, tied])
+    fakes = fake_weights(_mode(), [base, base[2:], tied, tied])
     assert fakes[1].storage_offset() == 2
     assert fakes[0].untyped_storage()._cdata == fakes[1].untyped_storage()._cdata
     assert fakes[2] is fakes[3]
