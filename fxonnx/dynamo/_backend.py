@@ -77,10 +77,14 @@ def reset_stats() -> None:
 
 def _decompositions() -> dict[Any, Callable]:
     """Decompositions applied while aot_autograd traces: the fused CPU attention kernel (no
-    rule) into matmuls and softmax, where it is reached directly."""
+    rule) into matmuls and softmax, where it is reached directly, and torch.nn's inference
+    fast-path kernels (``_fastpath``) into the ops they compute."""
     from torch._decomp import get_decompositions
 
-    return get_decompositions([aten._scaled_dot_product_flash_attention_for_cpu.default])
+    from ._fastpath import DECOMPOSITIONS
+
+    table = get_decompositions([aten._scaled_dot_product_flash_attention_for_cpu.default])
+    return {**table, **DECOMPOSITIONS}
 
 
 def _canonicalize(gm: fx.GraphModule) -> None:
