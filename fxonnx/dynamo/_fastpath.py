@@ -42,15 +42,18 @@ def native_multi_head_attention(
     if query.is_nested or query.dim() != 3:
         return NotImplemented
     head_dim = embed_dim // num_head
-    w_q, w_k, w_v = qkv_weight.chunk(3)
-    b_q, b_k, b_v = qkv_bias.chunk(3)
+    if query is key and key is value:  # self-attention: one projection, as the kernel does
+        qkv = F.linear(query, qkv_weight, qkv_bias).unflatten(-1, (3, num_head, head_dim))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, D]
+    else:
+        w_q, w_k, w_v = qkv_weight.chunk(3)
+        b_q, b_k, b_v = qkv_bias.chunk(3)
 
-    def heads(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-        return F.linear(x, w, b).unflatten(-1, (num_head, head_dim)).transpose(1, 2)
+        def heads(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+            return F.linear(x, w, b).unflatten(-1, (num_head, head_dim)).transpose(1, 2)
 
-    q = heads(query, w_q, b_q) / math.sqrt(head_dim)
-    k, v = heads(key, w_k, b_k), heads(value, w_v, b_v)
-    scores = q @ k.transpose(-2, -1)  # [B, H, L, S]
+        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+    scores = (q / math.sqrt(head_dim)) @ k.transpose(-2, -1)  # [B, H, L, S]
     masked = _masked(mask, mask_type)
     if masked is NotImplemented:
         return NotImplemented
