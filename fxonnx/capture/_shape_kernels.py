@@ -353,6 +353,84 @@ def _mean(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     return _empty(mode, x, shape, torch.contiguous_format)
 
 
+def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    """torch's output length of a sliding window (convolution, pooling)."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (out - 1) * stride >= size + pad:  # the last window starts in the padding
+        out -= 1
+    return out
+
+
+def _ints(values: Any, n: int) -> list[int] | None:
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    if len(values) == 1:
+        values = values * n
+    return values if len(values) == n and all(type(v) is int for v in values) else None
+
+
+def _spatial(x: FakeTensor, n: int) -> list[int] | None:
+    """The ``n`` trailing (spatial) sizes when they are static ints, else None: the kernels
+    below decide only batch-symbolic windows; symbolic sizes go to torch's meta kernels."""
+    sizes = list(x.shape[-n:])
+    return sizes if all(type(v) is int for v in sizes) else None
+
+
+def _convolution(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """Non-transposed 1-D/2-D convolution of a contiguous input with a static weight."""
+    x, weight, bias, stride, padding, dilation, transposed, _out_pad, groups = args
+    n = x.dim() - 2 if isinstance(x, FakeTensor) else 0
+    if kwargs or transposed or n not in (1, 2) or not _ours(mode, x):
+        return NotImplemented
+    if not _same_kind(mode, x, weight, bias) or weight.dim() != n + 2:
+        return NotImplemented
+    if _layout(x) is not torch.contiguous_format or _layout(weight) is not torch.contiguous_format:
+        return NotImplemented
+    spatial, kernel = _spatial(x, n), list(weight.shape)
+    stride, padding, dilation = _ints(stride, n), _ints(padding, n), _ints(dilation, n)
+    if None in (spatial, stride, padding, dilation) or not all(type(k) is int for k in kernel):
+        return NotImplemented
+    if type(groups) is not int or x.shape[1] != kernel[1] * groups or kernel[0] % groups:
+        return NotImplemented
+    if bias is not None and tuple(bias.shape) != (kernel[0],):
+        return NotImplemented
+    out = [
+        _window_out(size, k, s, p, d, False)
+        for size, k, s, p, d in zip(spatial, kernel[2:], stride, padding, dilation, strict=True)
+    ]
+    if min(out) < 1:  # eager's error
+        return NotImplemented
+    return _empty(mode, x, [x.shape[0], kernel[0], *out], torch.contiguous_format)
+
+
+def _max_pool2d_with_indices(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """2-D max pooling of a contiguous [N, C, H, W] input with static H and W."""
+    x = args[0]
+    if kwargs or not _ours(mode, x) or x.dim() != 4 or _layout(x) is not torch.contiguous_format:
+        return NotImplemented
+    kernel = _ints(args[1], 2)
+    stride = _ints(args[2] if len(args) > 2 and args[2] else args[1], 2)
+    padding = _ints(args[3] if len(args) > 3 else 0, 2)
+    dilation = _ints(args[4] if len(args) > 4 else 1, 2)
+    ceil = bool(args[5]) if len(args) > 5 else False
+    spatial = _spatial(x, 2)
+    if None in (kernel, stride, padding, dilation, spatial):
+        return NotImplemented
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):  # eager's error
+        return NotImplemented
+    out = [
+        _window_out(size, k, s, p, d, ceil)
+        for size, k, s, p, d in zip(spatial, kernel, stride, padding, dilation, strict=True)
+    ]
+    if min(out) < 1:
+        return NotImplemented
+    shape = [*x.shape[:2], *out]
+    indices = FakeTensor(
+        mode, torch.empty(shape, dtype=torch.int64, device="meta"), device=x.device
+    )
+    return _empty(mode, x, shape, torch.contiguous_format), indices
+
+
 _POINTWISE = (
     "relu",
     "gelu",
@@ -396,6 +474,8 @@ def _kernels() -> dict[Any, _Kernel]:
     table[aten.transpose.int] = _transpose
     table[aten.permute.default] = _permute
     table[aten.unsqueeze.default] = _unsqueeze
+    table[aten.convolution.default] = _convolution
+    table[aten.max_pool2d_with_indices.default] = _max_pool2d_with_indices
     return table
 
 

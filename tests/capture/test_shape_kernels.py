@@ -101,6 +101,49 @@ CASES = [
     (aten.permute.default, [CL4, [0, 3, 1, 2]], {}),
     (aten.unsqueeze.default, [C3, 1], {}),
     (aten.unsqueeze.default, [T3, -1], {}),
+    # convolutions and pooling with a symbolic batch and static spatial sizes
+    (
+        aten.convolution.default,
+        [C4, ("contiguous", (3, 6, 3, 3), F32), None, [1], [1], [1], False, [0], 1],
+        {},
+    ),
+    (
+        aten.convolution.default,
+        [
+            C4,
+            ("contiguous", (4, 3, 2, 2), F32),
+            ("contiguous", (4,), F32),
+            [2, 1],
+            [0, 1],
+            [1, 2],
+            False,
+            [0, 0],
+            2,
+        ],
+        {},
+    ),
+    (
+        aten.convolution.default,
+        [
+            ("contiguous", ("b", 6, 9), F32),
+            ("contiguous", (5, 6, 3), F32),
+            None,
+            [2],
+            [1],
+            [1],
+            False,
+            [0],
+            1,
+        ],
+        {},
+    ),
+    (aten.max_pool2d_with_indices.default, [C4, [2, 2], [2, 2]], {}),
+    (aten.max_pool2d_with_indices.default, [C4, [3, 3], [2, 2], [1, 1], [1, 1], True], {}),
+    (
+        aten.max_pool2d_with_indices.default,
+        [("contiguous", ("b", 3, 7, 6), F32), [3, 2], [], [1, 0], [1, 1], True],
+        {},
+    ),
 ]
 
 
@@ -170,6 +213,34 @@ DECLINED = [
     (aten.add.Tensor, [C3, ("contiguous", ("s", "b", 8), F32)], {}),  # b == s would be a guard
     (aten._log_softmax.default, [T3, 1, False], {}),
     (aten.addmm.default, [V16, C2, ("contiguous", (4, 16), F32)], {}),  # mismatched k
+    # a symbolic length: its window arithmetic is torch's
+    (
+        aten.convolution.default,
+        [
+            ("contiguous", ("b", 8, "s"), F32),
+            ("contiguous", (4, 8, 3), F32),
+            None,
+            [1],
+            [0],
+            [1],
+            False,
+            [0],
+            1,
+        ],
+        {},
+    ),
+    # channels that don't match the weight: torch raises its error
+    (
+        aten.convolution.default,
+        [C4, ("contiguous", (3, 5, 3, 3), F32), None, [1], [1], [1], False, [0], 1],
+        {},
+    ),
+    (
+        aten.convolution.default,
+        [C4, ("contiguous", (6, 3, 3, 3), F32), None, [1], [1], [1], True, [0], 1],
+        {},
+    ),
+    (aten.max_pool2d_with_indices.default, [CL4, [2, 2], [2, 2]], {}),
 ]
 
 
