@@ -54,6 +54,7 @@ class CompiledModel:
         self._seen = session.run_seen if direct and not session.on_cuda else None
         self._leaf = fast.out_kind == "leaf"
         self._tuple = fast.out_kind == "tuple"
+        self._keys = fast.keys  # a flat dict of tensors out (the zoo's text models)
 
     @property
     def provider(self) -> str:
@@ -126,6 +127,8 @@ class CompiledModel:
                     return outs[0]
                 if self._tuple:
                     return tuple(outs)
+                if self._keys:
+                    return dict(zip(self._keys, outs, strict=True))
                 return self._structure(outs)
         return self._structure(self.run_flat(args, kwargs))
 
@@ -135,6 +138,8 @@ class CompiledModel:
             return outs[0]
         if kind == "tuple":
             return tuple(outs)
+        if kind == "dict":
+            return dict(zip(self._fast.keys, outs, strict=True))
         outs = iter(outs)
         leaves = [
             leaf.value if isinstance(leaf, ConstantLeaf) else next(outs)
@@ -173,12 +178,14 @@ class CompiledModel:
 @dataclass(frozen=True)
 class _FastPath:
     """What lets a call skip pytree work: ``n_inputs`` when the inputs are exactly a flat tuple
-    of that many tensors (-1 otherwise), the output structure ("leaf", "tuple" or "tree"), and
-    whether onnxruntime's output dtypes already are the eager ones."""
+    of that many tensors (-1 otherwise), the output structure ("leaf", "tuple", "dict" of
+    tensors under ``keys``, or "tree"), and whether onnxruntime's output dtypes already are the
+    eager ones."""
 
     n_inputs: int
     out_kind: str
     same_dtypes: bool
+    keys: tuple = ()
 
     @staticmethod
     def of(captured: Captured, session: Session) -> _FastPath:
@@ -192,10 +199,15 @@ class _FastPath:
                 out_kind = "leaf"
             elif captured.out_spec == pytree.tree_structure(tuple(range(n))):
                 out_kind = "tuple"
+            elif captured.out_spec.type is dict:
+                keys = tuple(captured.out_spec.context)
+                if captured.out_spec == pytree.tree_structure(dict.fromkeys(keys, 0)):
+                    out_kind = "dict"
         same = [_torch_dtype(o.dtype) for o in session.outputs] == [
             o.dtype for o in captured.outputs
         ]
-        return _FastPath(len(leaves) if flat else -1, out_kind, same)
+        keys = tuple(captured.out_spec.context) if out_kind == "dict" else ()
+        return _FastPath(len(leaves) if flat else -1, out_kind, same, keys)
 
 
 def _plain_tensors(args: tuple) -> bool:
