@@ -44,9 +44,13 @@ class CompiledModel:
     ) -> None:
         self.captured = captured
         self.onnx_model = onnx_model
-        self.session = session
         self.report = report
-        self._fast = _FastPath.of(captured, session)
+        self.use_session(session)
+
+    def use_session(self, session: Session) -> None:
+        """Run on ``session`` from now on (one of the same model)."""
+        self.session = session
+        self._fast = _FastPath.of(self.captured, session)
         # a flat tuple of tensors in, a tensor or tuple out, the session's own dtypes, on the
         # CPU: a signature the session has checked before goes straight through ``run_seen``
         fast = self._fast
@@ -480,6 +484,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
             checks=checked.checks, notes=checked.notes + pruned, stages=checked.stages
         )
         compiled.report.raise_if_failed()
+        if session.pattern_pinned:  # else the example's shapes would plan every call's memory
+            fresh = Session(runnable.SerializeToString(), provider=target)
+            fresh.refuse_empty = session.refuse_empty
+            compiled.use_session(fresh)
     return compiled
 
 
