@@ -44,9 +44,21 @@ class CompiledModel:
     ) -> None:
         self.captured = captured
         self.onnx_model = onnx_model
-        self.session = session
         self.report = report
-        self._fast = _FastPath.of(captured, session)
+        self.use_session(session)
+
+    def use_session(self, session: Session) -> None:
+        """Run on ``session`` from now on (one of the same model)."""
+        self.session = session
+        self._fast = _FastPath.of(self.captured, session)
+        # a flat tuple of tensors in, a tensor or tuple out, the session's own dtypes, on the
+        # CPU: a signature the session has checked before goes straight through ``run_seen``
+        fast = self._fast
+        direct = fast.n_inputs == len(session.inputs) and fast.same_dtypes
+        self._seen = session.run_seen if direct and not session.on_cuda else None
+        self._leaf = fast.out_kind == "leaf"
+        self._tuple = fast.out_kind == "tuple"
+        self._keys = fast.keys  # a flat dict of tensors out (the zoo's text models)
 
     @property
     def provider(self) -> str:
@@ -112,12 +124,26 @@ class CompiledModel:
         return [o.to(s.dtype) if o.dtype != s.dtype else o for o, s in zip(outs, want, strict=True)]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        outs = self.run_flat(args, kwargs)
+        if not kwargs and self._seen is not None:
+            outs = self._seen(args)
+            if outs is not None:
+                if self._leaf:
+                    return outs[0]
+                if self._tuple:
+                    return tuple(outs)
+                if self._keys:
+                    return dict(zip(self._keys, outs, strict=True))
+                return self._structure(outs)
+        return self._structure(self.run_flat(args, kwargs))
+
+    def _structure(self, outs: list[torch.Tensor]) -> Any:
         kind = self._fast.out_kind
         if kind == "leaf":
             return outs[0]
         if kind == "tuple":
             return tuple(outs)
+        if kind == "dict":
+            return dict(zip(self._fast.keys, outs, strict=True))
         outs = iter(outs)
         leaves = [
             leaf.value if isinstance(leaf, ConstantLeaf) else next(outs)
@@ -156,12 +182,14 @@ class CompiledModel:
 @dataclass(frozen=True)
 class _FastPath:
     """What lets a call skip pytree work: ``n_inputs`` when the inputs are exactly a flat tuple
-    of that many tensors (-1 otherwise), the output structure ("leaf", "tuple" or "tree"), and
-    whether onnxruntime's output dtypes already are the eager ones."""
+    of that many tensors (-1 otherwise), the output structure ("leaf", "tuple", "dict" of
+    tensors under ``keys``, or "tree"), and whether onnxruntime's output dtypes already are the
+    eager ones."""
 
     n_inputs: int
     out_kind: str
     same_dtypes: bool
+    keys: tuple = ()
 
     @staticmethod
     def of(captured: Captured, session: Session) -> _FastPath:
@@ -175,10 +203,15 @@ class _FastPath:
                 out_kind = "leaf"
             elif captured.out_spec == pytree.tree_structure(tuple(range(n))):
                 out_kind = "tuple"
+            elif captured.out_spec.type is dict:
+                keys = tuple(captured.out_spec.context)
+                if captured.out_spec == pytree.tree_structure(dict.fromkeys(keys, 0)):
+                    out_kind = "dict"
         same = [_torch_dtype(o.dtype) for o in session.outputs] == [
             o.dtype for o in captured.outputs
         ]
-        return _FastPath(len(leaves) if flat else -1, out_kind, same)
+        keys = tuple(captured.out_spec.context) if out_kind == "dict" else ()
+        return _FastPath(len(leaves) if flat else -1, out_kind, same, keys)
 
 
 def _plain_tensors(args: tuple) -> bool:
@@ -451,6 +484,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
             checks=checked.checks, notes=checked.notes + pruned, stages=checked.stages
         )
         compiled.report.raise_if_failed()
+        if session.pattern_pinned:  # else the example's shapes would plan every call's memory
+            fresh = Session(runnable.SerializeToString(), provider=target)
+            fresh.refuse_empty = session.refuse_empty
+            compiled.use_session(fresh)
     return compiled
 
 

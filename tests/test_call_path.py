@@ -49,3 +49,35 @@ def test_wrong_count_and_non_tensors_still_get_the_structure_errors() -> None:
         cm(torch.randn(2, 3))
     with pytest.raises(fxonnx.InputError, match=r"input 'b' must be a torch.Tensor, got float"):
         cm(torch.randn(2, 3), 1.5)
+
+
+class DictOut(nn.Module):
+    def forward(self, a: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"z": a * 2, "y": a + 1}
+
+
+class NestedDictOut(nn.Module):
+    def forward(self, a: torch.Tensor) -> dict:
+        return {"pair": (a + 1, a - 1), "one": a * 3}
+
+
+def test_a_flat_dict_of_tensors_keeps_its_key_order_on_the_seen_path() -> None:
+    cm = fxonnx.compile(DictOut(), (torch.randn(2, 3),), provider="cpu")
+    assert cm._fast.out_kind == "dict" and cm._fast.keys == ("z", "y")
+    x = torch.randn(4, 3)
+    for _ in range(2):  # the first call checks the signature, the second takes run_seen
+        got = cm(x)
+        assert type(got) is dict and list(got) == ["z", "y"]
+        torch.testing.assert_close(got["z"], x * 2, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got["y"], x + 1, rtol=1e-6, atol=1e-6)
+
+
+def test_a_nested_dict_still_comes_back_nested() -> None:
+    cm = fxonnx.compile(NestedDictOut(), (torch.randn(2, 3),), provider="cpu")
+    assert cm._fast.out_kind == "tree"
+    x = torch.randn(4, 3)
+    for _ in range(2):
+        got = cm(x)
+        assert list(got) == ["pair", "one"] and type(got["pair"]) is tuple
+        torch.testing.assert_close(got["pair"][1], x - 1, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got["one"], x * 3, rtol=1e-6, atol=1e-6)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from fxonnx import models
@@ -90,3 +92,59 @@ def test_lstm_projection_is_a_scan_per_layer(onnx_matches: Callable) -> None:
         Recurrent(nn.LSTM(6, 5, proj_size=3)), lambda b: (torch.randn(7, b, 6),), batch_dims=[1]
     )
     assert [n.op_type for n in model.graph.node].count("Scan") == 1
+
+
+class _OnesState(nn.Module):
+    """A state built in forward() that is not zero: it must stay an input of the ONNX op."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.ones(self.layer.num_layers, x.size(1), self.layer.hidden_size)
+        state = (h, torch.full_like(h, 0.5)) if isinstance(self.layer, nn.LSTM) else h
+        return self.layer(x, state)[0]
+
+
+def _run_at(model, module: nn.Module, sizes: list[tuple[int, int]]) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seq, batch in sizes:
+        x = torch.randn(seq, batch, 6, generator=torch.Generator().manual_seed(seq * 10 + batch))
+        with torch.no_grad():
+            want = pytree.tree_leaves(module(x))
+        got = session.run(None, {"x": x.numpy()})
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == tuple(w.shape), f"seq={seq} batch={batch}: {g.shape} vs {w.shape}"
+            np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ONNX_OP)
+def test_a_default_zero_state_is_omitted_and_still_matches_eager(kind: str) -> None:
+    """hx=None is torch's zeros(layers * dirs, N, H) at the run-time batch; ONNX's initial_h
+    (and LSTM's initial_c) default to 0, so the op gets no state input and the graph builds
+    none (no Shape/ConstantOfShape chain). Checked at two seq lengths and two batches."""
+    module = Recurrent(_layer(kind, num_layers=2, bidirectional=True)).eval()
+    dims = {"x": {0: "seq", 1: "batch"}}
+    captured = capture(module, (torch.randn(7, 2, 6),), dynamic_dims=dims)
+    model = lower(captured)
+    ops = [n for n in model.graph.node if n.op_type == ONNX_OP[kind]]
+    assert len(ops) == 2
+    assert all(len(n.input) <= 5 or not any(n.input[5:]) for n in ops), [n.input for n in ops]
+    kinds = {n.op_type for n in model.graph.node}
+    assert not kinds & {"Shape", "ConstantOfShape", "Expand"}, kinds
+    _run_at(model, module, [(7, 2), (3, 5), (11, 1)])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn_tanh"])
+def test_a_non_zero_state_built_in_forward_stays_an_input(kind: str) -> None:
+    module = _OnesState(_layer(kind, num_layers=2)).eval()
+    captured = capture(module, (torch.randn(7, 2, 6),), dynamic_dims={"x": {0: "seq", 1: "batch"}})
+    model = lower(captured)
+    ops = [n for n in model.graph.node if n.op_type == ONNX_OP[kind]]
+    state_inputs = 2 if kind == "lstm" else 1
+    assert all(len([i for i in n.input[5:] if i]) == state_inputs for n in ops)
+    _run_at(model, lambda x: (module(x),), [(7, 2), (4, 3)])

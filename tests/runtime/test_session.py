@@ -111,3 +111,49 @@ def test_cuda_tensors_in_and_out_through_io_binding() -> None:
     y = cm(x)
     assert y.is_cuda and y.shape == (4, 1000)
     torch.testing.assert_close(y.cpu(), model(x.cpu()).detach(), rtol=1e-3, atol=1e-3)
+
+
+class _Masked(nn.Module):
+    """Two inputs of the same dynamic shape: onnxruntime's memory-pattern key (the XOR of
+    every input dim) is then the same at every batch size."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x.masked_fill(mask, -1e4), -1) * 2
+
+
+class _WithState(nn.Module):
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return x.sum(1, keepdim=True) + h[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "make", "pinned"),
+    [
+        (_Masked(), lambda b: (torch.randn(b, 6), torch.rand(b, 6) > 0.5), True),
+        (_WithState(), lambda b: (torch.randn(b, 6), torch.randn(1, b, 6)), True),
+        (nn.Linear(6, 3), lambda b: (torch.randn(b, 6),), False),
+    ],
+    ids=["same_shapes", "batch_in_two_inputs", "one_input"],
+)
+def test_a_pinned_memory_pattern_gets_a_session_verification_never_ran(model, make, pinned):
+    """When every dynamic dim appears an even number of times among the inputs, compile
+    serves from a second session, so the user's first call, not verification's example,
+    plans onnxruntime's memory for every size. Results are unchanged."""
+    cm = fxonnx.compile(model.eval(), make(2), provider="cpu")
+    assert cm.session.pattern_pinned is pinned
+    # verification ran the example and a second batch size on the session it used
+    assert (len(cm.session._seen_torch) == 0) is pinned
+    for batch in (5, 1):
+        x = make(batch)
+        with torch.no_grad():
+            torch.testing.assert_close(cm(*x), model(*x), rtol=1e-5, atol=1e-6)
+    if pinned:  # two inputs that must agree on the batch: checked on the new session too
+        with pytest.raises(fxonnx.InputError, match="batch"):
+            cm(*make(3)[:1], *make(4)[1:])
+
+
+def test_pattern_pinned_reads_the_input_dims() -> None:
+    static = fxonnx.compile(
+        nn.Linear(6, 3).eval(), (torch.randn(2, 6),), dynamic=False, provider="cpu"
+    )
+    assert not static.session.pattern_pinned  # no dynamic dim: one shape, one key

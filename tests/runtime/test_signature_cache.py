@@ -114,3 +114,69 @@ def test_concurrent_calls_from_threads(compiled) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_seen_signature_runs_without_building_the_checked_path(compiled, monkeypatch) -> None:
+    """After one checked call, the same (dtype, shape) goes through ``run_seen``: no validate,
+    no device strings; a new shape, or two inputs, still get the full check once."""
+    x = torch.randn(6, 4)
+    compiled(x)
+    calls = _count_validations(compiled.session, monkeypatch)
+    assert compiled.session.run_seen([torch.randn(6, 4)]) is not None
+    assert compiled.session.run_seen([torch.randn(8, 4)]) is None  # not seen: caller checks
+    torch.testing.assert_close(compiled(x), compiled.session.run_torch([x])[0], rtol=0, atol=0)
+    assert calls[0] == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(4, 5).T,  # transposed strides
+        lambda: torch.randn(5, 8)[:, ::2],  # a step
+        lambda: torch.randn(1, 4).expand(5, 4),  # stride 0
+        lambda: torch.randn(5, 4, requires_grad=True),
+        lambda: torch.randn(10, 4)[5:],  # storage offset
+    ],
+    ids=["transposed", "strided", "expanded", "requires_grad", "offset"],
+)
+def test_unusual_layouts_on_a_seen_signature_match_a_contiguous_copy(compiled, make) -> None:
+    x = make()
+    compiled(torch.randn(5, 4))  # (float32, (5, 4)) is a seen signature from here on
+    got = compiled(x)
+    want = compiled(x.detach().contiguous().clone())
+    assert not got.requires_grad
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_a_seen_signature_on_another_device_is_still_refused(compiled) -> None:
+    compiled(torch.randn(2, 4))
+    with pytest.raises(fxonnx.InputError, match=r"'input' is on meta, which onnxruntime cannot"):
+        compiled(torch.empty(2, 4, device="meta"))
+    with pytest.raises(fxonnx.InputError, match=r"'input' is on meta"):
+        compiled.session.run_torch([torch.empty(2, 4, device="meta")])
+
+
+def test_outputs_do_not_share_memory_between_calls(compiled) -> None:
+    x = torch.randn(3, 4)
+    first = compiled(x)
+    want = first.clone()
+    first.fill_(123.0)  # the caller owns the result: writing it changes no later call
+    second = compiled(x)
+    assert first.data_ptr() != second.data_ptr()
+    torch.testing.assert_close(second, want, rtol=0, atol=0)
+
+
+def test_two_inputs_take_the_seen_path_with_the_shared_dim_checked(monkeypatch) -> None:
+    class Two(nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return a * 2 + b
+
+    cm = fxonnx.compile(Two(), (torch.randn(2, 3), torch.randn(2, 3)), provider="cpu")
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    torch.testing.assert_close(cm(a, b), a * 2 + b, rtol=1e-6, atol=1e-6)
+    calls = _count_validations(cm.session, monkeypatch)
+    torch.testing.assert_close(cm(b, a), b * 2 + a, rtol=1e-6, atol=1e-6)
+    assert calls[0] == 0
+    with pytest.raises(fxonnx.InputError, match="batch"):  # 4 vs 5: one size per dim name
+        cm(a, torch.randn(5, 3))
+    assert calls[0] == 1

@@ -129,6 +129,9 @@ def _zero_masked_rows(ctx: LowerCtx, out: Value, mask: Any, dtype: torch.dtype) 
     """Zeros for query rows whose every key is masked out (their softmax is 0/0), as eager gives.
     Decided on the mask, which is usually far smaller than the scores."""
     last = ctx.const([-1], _I64)
+    if ctx.dtype(mask) == torch.bool and ctx.opset >= 20:  # ReduceMax takes bool from 20
+        anyone = ctx.emit("ReduceMax", ctx.value(mask), last, keepdims=1)
+        return ctx.emit("Where", anyone, out, ctx.const(0.0, dtype))
     if ctx.dtype(mask) == torch.bool:
         anyone = ctx.emit("ReduceMax", ctx.cast(ctx.value(mask), torch.int32), last, keepdims=1)
         dead = ctx.emit("Equal", anyone, ctx.const(0, torch.int32))

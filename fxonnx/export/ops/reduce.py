@@ -282,14 +282,21 @@ def diff(ctx: LowerCtx) -> Value:
         return ctx.input(0)
     rank, dtype = ctx.rank(x), ctx.out_dtype
     dim %= rank
-    parts = [ctx.input_as(t, dtype) for t in (prepend, x, append) if t is not None]
-    value = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=dim)
     axis = ctx.const([dim], _I64)
     big = torch.iinfo(torch.int64).max
+    op = "Xor" if dtype == torch.bool else "Sub"
+    if n == 1 and append is None and prepend is not None and ctx.static_shape(prepend)[dim] == 1:
+        # one prepended step (torch.diff(p, prepend=p[..., :1] - 1)): the later terms are
+        # ``self`` itself, the earlier ones prepend + self[:-1]; one Slice and Concat fewer
+        value = ctx.input_as(x, dtype)
+        head = ctx.emit("Slice", value, ctx.const([0], _I64), ctx.const([-1], _I64), axis)
+        earlier = ctx.emit("Concat", ctx.input_as(prepend, dtype), head, axis=dim)
+        return ctx.emit(op, value, earlier)
+    parts = [ctx.input_as(t, dtype) for t in (prepend, x, append) if t is not None]
+    value = parts[0] if len(parts) == 1 else ctx.emit("Concat", *parts, axis=dim)
     for _ in range(n):
         later = ctx.emit("Slice", value, ctx.const([1], _I64), ctx.const([big], _I64), axis)
         earlier = ctx.emit("Slice", value, ctx.const([0], _I64), ctx.const([-1], _I64), axis)
-        op = "Xor" if dtype == torch.bool else "Sub"
         value = ctx.emit(op, later, earlier)
     return value
 

@@ -15,6 +15,7 @@ from typing import Any
 import onnx
 import torch
 from onnx import helper
+from torch import fx
 
 from ..._errors import ExportError
 from ...capture import _recurrent as _whole_ops  # noqa: F401  (defines the fxonnx:: ops)
@@ -91,6 +92,24 @@ def _layer_weights(
     return stack(ws), stack(rs), (stack(bs) if bs else None)
 
 
+_ZEROS = (aten.zeros.default, aten.new_zeros.default, aten.zeros_like.default)
+_FULL = {aten.full.default: 1, aten.new_full.default: 2, aten.full_like.default: 1}
+
+
+def _zero_state(h: Any) -> bool:
+    """Whether the state ``h`` (a Node) is all zeros by construction: torch's default state for
+    ``hx=None`` is ``zeros(layers * dirs, N, H)``. ONNX's initial_h and initial_c default to
+    0, so such a state is simply omitted (no Shape -> Concat -> ConstantOfShape -> Split to
+    build it at the run-time batch)."""
+    if not isinstance(h, fx.Node) or h.op != "call_function":
+        return False
+    if h.target in _ZEROS:
+        return True
+    at = _FULL.get(h.target)
+    fill = h.args[at] if at is not None and len(h.args) > at else None
+    return isinstance(fill, (int, float)) and not isinstance(fill, bool) and fill == 0
+
+
 def _per_layer(ctx: LowerCtx, h: Value | None, layers: int, dirs: int) -> list[Value | None]:
     """Split a [layers*dirs, N, H] state into one [dirs, N, H] piece per layer."""
     if h is None or layers == 1:
@@ -113,6 +132,8 @@ def _recurrent(ctx: LowerCtx, cell: _Cell, h0: Any, c0: Any = None) -> list[Valu
     seq = ctx.value(x)
     if batch_first:
         seq = ctx.emit("Transpose", seq, perm=[1, 0, 2])
+    h0 = None if _zero_state(h0) else h0
+    c0 = None if _zero_state(c0) else c0
     hs = _per_layer(ctx, None if h0 is None else ctx.value(h0), layers, dirs)
     cs = _per_layer(ctx, None if c0 is None else ctx.value(c0), layers, dirs)
     per = len(params) // layers
