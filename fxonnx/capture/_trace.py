@@ -330,6 +330,7 @@ def _assemble(
         for name, leaf in zip(tracer.out_names, tracer.out_leaves, strict=True)
         if isinstance(leaf, torch.Tensor)
     ]
+    tensor_names = _distinct_from(tensor_names, {s.name for s in inputs})
     outputs = tuple(spec(n, "output", v) for n, v in zip(tensor_names, out_vals, strict=True))
     leaves = _mix(tracer.names, tracer.leaves, inputs[len(state_names) :])
     out_leaves = _mix(tracer.out_names, tracer.out_leaves, outputs)
@@ -357,6 +358,20 @@ def _assemble(
         notes=notes,
         retrace=retrace,
     )
+
+
+def _distinct_from(names: list[str], taken: set[str]) -> list[str]:
+    """Output names that no input has (ONNX values are named once): ``{"a": a + 1}`` of an
+    input ``a`` is the output ``a.output``. The Python outputs keep their keys."""
+    out = []
+    for name in names:
+        candidate, i = name, 0
+        while candidate in taken:
+            i += 1
+            candidate = f"{name}.output" + (f"{i}" if i > 1 else "")
+        taken.add(candidate)
+        out.append(candidate)
+    return out
 
 
 def _mix(

@@ -156,3 +156,19 @@ def test_view_mutations_use_torchs_functionalization() -> None:
     x = torch.randn(4, 3)
     want = MutatesInput()(x.clone())
     torch.testing.assert_close(captured.run_torch(x.clone())[0], want)
+
+
+def test_an_output_named_like_an_input_gets_a_distinct_onnx_name() -> None:
+    """``{"a": a + 1}`` made two ONNX values named ``a`` (onnxruntime: duplicate definition)."""
+
+    class EchoKeys(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"a": a + 1, "b": b * 2, "c": a - b}
+
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    compiled = fxonnx.compile(EchoKeys(), (a, b))
+    assert [o.name for o in compiled.onnx_model.graph.output] == ["a.output", "b.output", "c"]
+    out = compiled(a, b)
+    assert list(out) == ["a", "b", "c"]
+    torch.testing.assert_close(out["a"], a + 1)
+    torch.testing.assert_close(out["c"], a - b)
