@@ -10,6 +10,7 @@ dynamo's guards runs the same session.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,12 +96,38 @@ def captured_of(gm: fx.GraphModule) -> Captured:
     )
 
 
+class _Racy(Exception):
+    """A partition's ONNX graph has nodes whose CPU kernel races on more than one thread
+    (``racy_on_threads``: ``"<onnx node name> (ScatterND, reduction=add)"`` each)."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes[0])
+        self.nodes = nodes
+
+
+def _racy_sources(sub: fx.GraphModule, racy: list[str]) -> frozenset[str]:
+    """The fx nodes of ``sub`` whose lowering emitted the ``racy`` ONNX nodes: a rule's ONNX
+    nodes are named ``n:<fx node>`` or ``n:<fx node>_<i>`` (an ambiguous name gives every fx
+    node it could come from: one more node left to torch, never a wrong one kept)."""
+    names = [r.split(" (", 1)[0] for r in racy]
+    found = set()
+    for node in sub.graph.nodes:
+        if node.op != "call_function":
+            continue
+        pattern = re.compile(rf"n:{re.escape(node.name)}(_\d+)?")
+        if any(pattern.fullmatch(n) for n in names):
+            found.add(node.name)
+    return frozenset(found)
+
+
 class OnnxPartition:
     """Called like the fused fx submodule it replaces; runs it in onnxruntime. ``verify``
     compares the first call with the submodule run in torch. A plain callable, not an
     nn.Module: Module.__call__'s hook machinery costs as much as a small session run."""
 
-    def __init__(self, sub: fx.GraphModule, name: str, options: Options) -> None:
+    def __init__(
+        self, sub: fx.GraphModule, name: str, options: Options, split_racy: bool = False
+    ) -> None:
         self.name = name
         self.options = options
         self.torch_module = sub
@@ -117,6 +144,8 @@ class OnnxPartition:
         racy = racy_on_threads(self.onnx_model)
         if racy and threads != 1:
             # onnxruntime's CPU ScatterND loses updates of duplicate indices on >1 thread
+            if split_racy:
+                raise _Racy(racy)
             threads = 1
             self.notes.append(
                 f"partition {name} runs on 1 onnxruntime thread: {racy[0]} loses updates "
@@ -294,34 +323,69 @@ class Built:
     info: list[str] = field(default_factory=list)  # how sessions run (logged at INFO)
 
 
+_RACY_WHY = (
+    "its ScatterND with a reduction loses updates on more than one onnxruntime thread "
+    "(fxonnx/runtime/_races.py), and a one-thread session for the whole partition is slower"
+)
+
+
 def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int = 0) -> Built:
     """An OnnxPartition for ``sub``. When a rule refuses one of its nodes (an op variant the
     table does not lower: the gradient of a transposed convolution), that node stays in
-    torch and the rest of ``sub`` is partitioned again around it."""
+    torch and the rest of ``sub`` is partitioned again around it. So do the nodes lowered to
+    a kernel that races on several onnxruntime threads (the embedding gradient, accumulating
+    ``index_put``): torch's kernels for them are exact, and the rest keeps every thread."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-    from ._partition import split
 
     try:
         # aot_autograd calls the compiler inside its fake mode: constants must be real
         with unset_fake_temporarily():
-            part = OnnxPartition(sub, name, options)
+            part = OnnxPartition(sub, name, options, split_racy=depth < _MAX_DEPTH)
         return Built(part, [part], info=list(part.notes))
+    except _Racy as e:
+        racy = _racy_sources(sub, e.nodes)
+        if not racy:  # not traced back to an fx node: the whole partition on one thread
+            with unset_fake_temporarily():
+                part = OnnxPartition(sub, name, options)
+            return Built(part, [part], info=list(part.notes))
+        info = [f"{n} ({_target(sub, n)}) runs in torch: {_RACY_WHY}" for n in sorted(racy)]
+        return _resplit(sub, name, options, depth, racy, Built(sub, [], info=info))
     except (ExportError, RuntimeSessionError) as e:  # lowering problems; config errors propagate
         bad = _culprit(sub, e)
         first = str(e).splitlines()[0]
-        if bad is None or depth >= 16:
+        if bad is None or depth >= _MAX_DEPTH:
             return Built(sub, [], [f"partition {name} runs in torch: {first}"])
-        target = next(n.target for n in sub.graph.nodes if n.name == bad)
-        built = Built(sub, [], [f"{bad} ({op_name(target)}) runs in torch: {first}"])
-        inner = split(sub, exclude=frozenset({bad}))
-        for i, sub_name in enumerate(inner.partitions):
-            child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
-            delattr(inner.gm, sub_name)
-            setattr(inner.gm, sub_name, child.module)
-            built.sessions += child.sessions
-            built.notes += child.notes
-            built.info += child.info
-        inner.gm.recompile()
-        built.module = inner.gm
-        return built
+        built = Built(sub, [], [f"{bad} ({_target(sub, bad)}) runs in torch: {first}"])
+        return _resplit(sub, name, options, depth, frozenset({bad}), built)
+
+
+_MAX_DEPTH = 16
+
+
+def _target(sub: fx.GraphModule, node_name: str) -> str:
+    return op_name(next(n.target for n in sub.graph.nodes if n.name == node_name))
+
+
+def _resplit(
+    sub: fx.GraphModule,
+    name: str,
+    options: Options,
+    depth: int,
+    exclude: frozenset[str],
+    built: Built,
+) -> Built:
+    """``sub`` partitioned again with the ``exclude``d nodes in torch, each new partition
+    made by ``make_partition``; ``built`` collects sessions and notes."""
+    from ._partition import split
+
+    inner = split(sub, exclude=exclude)
+    for i, sub_name in enumerate(inner.partitions):
+        child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
+        delattr(inner.gm, sub_name)
+        setattr(inner.gm, sub_name, child.module)
+        built.sessions += child.sessions
+        built.notes += child.notes
+        built.info += child.info
+    inner.gm.recompile()
+    built.module = inner.gm
+    return built
