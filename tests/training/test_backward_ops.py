@@ -136,6 +136,11 @@ CONVS = {
     "grouped": dict(cin=4, cout=6, k=3, stride=1, pad=1, dil=1, groups=2, size=7),
     "depthwise_strided": dict(cin=4, cout=4, k=3, stride=2, pad=1, dil=1, groups=4, size=8),
     "pointwise": dict(cin=5, cout=3, k=1, stride=1, pad=0, dil=1, groups=1, size=4),
+    # more output channels than positions: the weight gradient as one product over samples
+    "deep_small": dict(cin=6, cout=20, k=3, stride=1, pad=1, dil=1, groups=1, size=4),
+    "deep_small_strided_grouped": dict(
+        cin=4, cout=24, k=3, stride=2, pad=1, dil=1, groups=2, size=6
+    ),
 }
 
 
