@@ -28,9 +28,11 @@ from ..capture import Captured, Shapes, TensorSpec
 from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
+from ..runtime._providers import CUDA, resolve
 from ..runtime._races import racy_on_threads
 from ..verify import Report
 from ..verify._compare import compare
+from . import _nchwc as nchwc
 from ._options import Options
 from ._partition import op_name
 
@@ -154,7 +156,7 @@ class OnnxPartition:
         self._threads = threads
         # created here in every case: a model onnxruntime refuses fails now, where
         # make_partition leaves the partition to torch, and it is what thawing goes back to
-        self.session = self._open(self.onnx_model)
+        self.session, self.nchwc = self._open_fast(self.onnx_model)
         self._ort = self.session._session  # the raw InferenceSession: the call path is hot
         # weights baked into a second session at the first call (options.freeze, inference
         # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
@@ -181,6 +183,20 @@ class OnnxPartition:
         return Session(
             model.SerializeToString(), provider=self.options.provider, threads=self._threads
         )
+
+    def _open_fast(self, model: Any) -> tuple[Session, int]:
+        """The session for ``model`` with its run-time-weight convolutions in onnxruntime's
+        NCHWc kernels (``_nchwc``) on the CPU, and how many were; the plain model where
+        there are none or onnxruntime refuses the rewritten one."""
+        if self.options.provider == "cuda" or resolve(self.options.provider)[0] == CUDA:
+            return self._open(model), 0
+        blocked, count = nchwc.rewrite(model, nchwc.block_size())
+        if count:
+            try:
+                return self._open(blocked), count
+            except RuntimeSessionError as e:
+                log.info("fxonnx: %s: NCHWc convolutions refused: %s", self.name, e)
+        return self._open(model), 0
 
     def _bake(self, args: tuple) -> None:
         """The session for these weights: the module's parameters and buffers among ``args``

@@ -1,0 +1,132 @@
+"""fxonnx/dynamo/_nchwc: run-time-weight convolutions in onnxruntime's NCHWc kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
+import pytest
+import torch
+from dynamo_helpers import assert_outputs_match, sgd_step_matches
+from onnx import TensorProto, helper
+from torch import nn
+
+import fxonnx.dynamo as fd
+from fxonnx.dynamo import _nchwc as nchwc
+
+BLOCK = nchwc.block_size()
+needs_nchwc = pytest.mark.skipif(BLOCK is None, reason="onnxruntime does not block convs here")
+
+
+def test_block_size_is_what_onnxruntime_uses_or_none():
+    assert BLOCK in (None, 8, 16)
+
+
+def _conv_model(
+    cin: int = 32,
+    cout: int = 32,
+    k: int = 3,
+    size: int = 32,
+    group: int = 1,
+    stride: int = 1,
+    weight_const: bool = False,
+) -> onnx.ModelProto:
+    """x [1, cin, size, size] (batch dynamic) conv w [cout, cin/group, k, k] + b."""
+    w_shape = [cout, cin // group, k, k]
+    attrs = dict(pads=[k // 2] * 4, group=group, strides=[stride, stride])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cin, size, size])]
+    inits = [onnx.numpy_helper.from_array(np.linspace(-1, 1, cout, dtype=np.float32), "b")]
+    w = np.random.default_rng(0).standard_normal(w_shape).astype(np.float32)
+    if weight_const:
+        inits.append(onnx.numpy_helper.from_array(w, "w"))
+    else:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, w_shape))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "conv",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def _run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+@needs_nchwc
+def test_rewritten_conv_matches_the_plain_one_for_every_weight():
+    """The weight is reordered in the graph on every call: two different weights (and a
+    second batch size) give the plain Conv's outputs."""
+    model = _conv_model()
+    blocked, count = nchwc.rewrite(model, BLOCK)
+    assert count == 1
+    assert [n.op_type for n in blocked.graph.node if n.domain == nchwc.DOMAIN] == [
+        "ReorderInput",
+        "Conv",
+        "ReorderOutput",
+    ]
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 32, 32, 32)).astype(np.float32)
+        w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+        want, got = _run(model, {"x": x, "w": w}), _run(blocked, {"x": x, "w": w})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "case,kwargs",
+    [
+        ("constant_weight", dict(weight_const=True)),  # onnxruntime's own optimizer does it
+        ("grouped", dict(group=2)),
+        ("channels_not_blocks", dict(cin=12)),
+        ("strided", dict(stride=2)),
+        ("pointwise", dict(k=1)),
+        ("few_positions", dict(size=8)),  # 64 positions: the weight reorder costs more
+    ],
+)
+def test_rewrite_holds_back(case: str, kwargs: dict):
+    model = _conv_model(**kwargs)
+    same, count = nchwc.rewrite(model, 16)
+    assert count == 0 and same is model, case
+
+
+def test_no_block_size_no_rewrite():
+    model = _conv_model()
+    assert nchwc.rewrite(model, None) == (model, 0)
+
+
+class Convs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.bn, self.fc = nn.BatchNorm2d(32), nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c2(self.c1(x).relu())
+        return self.fc(self.bn(y).relu().mean((2, 3)))
+
+
+@needs_nchwc
+def test_compiled_inference_uses_nchwc_and_sees_weight_updates():
+    model, x = Convs().eval(), torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="fxonnx")
+    with torch.no_grad():
+        assert_outputs_match(model(x), compiled(x))
+        assert sum(p.nchwc for p in fd.stats().partitions()) == 1  # c2; c1 has 3 inputs
+        model.c2.weight.mul_(-0.5)  # the weights are session inputs: seen at once
+        assert_outputs_match(model(x), compiled(x))
+
+
+@needs_nchwc
+def test_compiled_sgd_step_with_nchwc_matches_eager():
+    stats = sgd_step_matches(Convs(), (torch.randn(2, 3, 32, 32),))
+    forward = [p for p in stats.partitions() if ".forward." in p.name]
+    assert sum(p.nchwc for p in forward) == 1
