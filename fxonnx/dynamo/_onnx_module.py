@@ -156,8 +156,8 @@ class OnnxPartition:
         self._threads = threads
         # created here in every case: a model onnxruntime refuses fails now, where
         # make_partition leaves the partition to torch, and it is what thawing goes back to
-        self.session, self.nchwc = self._open_fast(self.onnx_model)
-        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
+        session, self.nchwc = self._open_fast(self.onnx_model)
+        self._use(session)
         # weights baked into a second session at the first call (options.freeze, inference
         # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
         self._freeze = options.freeze and not self.session.on_cuda
@@ -178,6 +178,28 @@ class OnnxPartition:
         self._single = not isinstance(out_node.args[0], (tuple, list))
         self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
         self._views: list[Any] = [None] * len(self._in_names)
+        self._plan_feeds()
+
+    def _use(self, session: Session) -> None:
+        """Call ``session`` from now on. The call path is hot: it goes to the raw
+        InferenceSession's C++ ``run`` (its Python ``run`` only checks that every input is
+        fed, which the partition always does, and retries on other providers for CUDA)."""
+        self.session = session
+        self._ort = session._session
+        self._on_cuda = session.on_cuda
+        c_run = getattr(self._ort, "_sess", None)
+        self._run = c_run.run if c_run is not None else self._python_run
+
+    def _python_run(self, names: list[str], feeds: dict, run_options: Any = None) -> Any:
+        return self._ort.run(names, feeds, run_options)
+
+    def _plan_feeds(self) -> None:
+        """(position, input name, is a tensor) of every input fed to the session."""
+        self._plan = tuple(
+            (i, name, kind == _TENSOR)
+            for i, (name, kind) in enumerate(zip(self._in_names, self._in_kinds, strict=True))
+            if i not in self._baked
+        )
 
     def _open(self, model: Any) -> Session:
         return Session(
@@ -225,9 +247,11 @@ class OnnxPartition:
             log.info("fxonnx: %s: weights not baked: %s", self.name, str(e).splitlines()[0])
             self._freeze = False
             return
-        self._inputs_session, self.session, self._ort = self.session, frozen, frozen._session
+        self._inputs_session = self.session
+        self._use(frozen)
         self._frozen = tuple((i, args[i], args[i]._version, args[i].data_ptr()) for i in static)
         self._baked = frozenset(static)
+        self._plan_feeds()
 
     def _weights_unchanged(self, args: tuple) -> bool:
         return all(
@@ -242,8 +266,8 @@ class OnnxPartition:
             "fxonnx: %s: weights changed since they were baked; now taken as inputs", self.name
         )
         self._freeze, self._frozen, self._baked = False, (), frozenset()
-        self.session = self._inputs_session
-        self._ort = self.session._session
+        self._use(self._inputs_session)
+        self._plan_feeds()
 
     def __call__(self, *args: Any) -> Any:
         if self._freeze:
@@ -251,7 +275,11 @@ class OnnxPartition:
                 self._bake(args)
             elif not self._weights_unchanged(args):
                 self._thaw()
-        if self.session.on_cuda:
+        if len(args) != len(self._in_kinds):
+            raise RuntimeSessionError(
+                f"partition {self.name} takes {len(self._in_kinds)} inputs, got {len(args)}"
+            )
+        if self._on_cuda:
             outs = self._run_bound(args)
         else:
             # CPU tensors go in as numpy views of their memory and come out as torch views
@@ -260,13 +288,9 @@ class OnnxPartition:
             # their views are kept while the tensor and its storage are the same.
             feeds = {}
             cache = self._views
-            baked = self._baked
-            for i, (name, kind, a) in enumerate(
-                zip(self._in_names, self._in_kinds, args, strict=True)
-            ):
-                if i in baked:
-                    continue
-                if kind != _TENSOR:
+            for i, name, is_tensor in self._plan:
+                a = args[i]
+                if not is_tensor:
                     feeds[name] = np.array([int(a)], dtype=np.int64)
                     continue
                 held = cache[i]
@@ -278,7 +302,7 @@ class OnnxPartition:
                 if isinstance(a, torch.nn.Parameter):
                     cache[i] = (a, a.data_ptr(), view)
                 feeds[name] = view
-            arrays = self._ort.run(self._out_names, feeds)
+            arrays = self._run(self._out_names, feeds, None)
             if self._all_tensors:
                 outs = [torch.from_numpy(o) for o in arrays]
             else:
