@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -98,73 +99,121 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One node's NCHWc form: the equivalent convolution's weight shape ``(O, I, kh, kw)``,
+    its attributes, and how the run-time weight becomes the blocked one: spatially flipped
+    or not, then viewed as ``view`` and transposed by ``perm``."""
+
+    node: onnx.NodeProto
+    shape: tuple[int, int, int, int]
+    attrs: dict
+    flip: bool
+    view: tuple[int, ...]
+    perm: tuple[int, ...]
+
+
+def _plan(node: onnx.NodeProto, shapes: dict, block: int) -> _Plan | None:
+    """A stride-1, one-group 2-D ``Conv`` (kernel > 1x1) with a run-time weight of static
+    shape, channels in whole blocks and enough output positions; or a ``ConvTranspose`` of
+    that kind (a convolution's input gradient), which is the convolution with the weight's
+    channel dims swapped and its kernel flipped, padded by ``d*(k-1) - p``."""
+    w, x, y = (shapes.get(n) for n in (node.input[1], node.input[0], node.output[0]))
+    attrs = _attrs(node)
+    if w is None or x is None or y is None or len(w) != 4 or len(x) != 4 or len(y) != 4:
+        return None
+    if None in w or w[2] * w[3] == 1 or attrs.get("group", 1) != 1:
+        return None
+    if attrs.get("auto_pad", b"NOTSET") != b"NOTSET" or any(
+        s != 1 for s in attrs.get("strides", [1, 1])
+    ):
+        return None
+    if (y[0] or 1) * (y[2] or 1) * (y[3] or 1) < MIN_POSITIONS:
+        return None
+    kh, kw = w[2], w[3]
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    dilations = list(attrs.get("dilations", [1, 1]))
+    if node.op_type == "Conv":
+        o, i, flip = w[0], w[1], False
+        view = (o // block, block, i // block, block, kh, kw)
+        perm = (0, 2, 4, 5, 3, 1)  # (O/B, I/B, kh, kw, B_i, B_o)
+    else:
+        if any(attrs.get("output_padding", [0, 0])) or "output_shape" in attrs:
+            return None
+        full = [d * (k - 1) for d, k in zip(dilations, (kh, kw), strict=True)] * 2
+        pads = [f - q for f, q in zip(full, pads, strict=True)]
+        if min(pads) < 0:
+            return None
+        o, i, flip = w[1], w[0], True  # the ConvTranspose weight is (C_in, C_out, kh, kw)
+        view = (i // block, block, o // block, block, kh, kw)
+        perm = (2, 0, 4, 5, 1, 3)  # the same blocked layout, with O and I swapped
+    if o % block or i % block:
+        return None
+    conv_attrs = {"kernel_shape": [kh, kw], "pads": pads, "dilations": dilations}
+    return _Plan(node, (o, i, kh, kw), conv_attrs, flip, view, perm)
+
+
+def _blocked_nodes(plan: _Plan, prefix: str, out: onnx.ModelProto) -> list[onnx.NodeProto]:
+    node, p = plan.node, prefix
+    o, i, kh, kw = plan.shape
+
+    def const(name: str, values: list[int]) -> str:
+        out.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.array(values, np.int64), p + name)
+        )
+        return p + name
+
+    nodes = []
+    weight = node.input[1]
+    if plan.flip:
+        big = -(2**62)
+        axes, steps = const("axes", [2, 3]), const("steps", [-1, -1])
+        nodes.append(
+            helper.make_node(
+                "Slice",
+                [weight, const("starts", [-1, -1]), const("ends", [big, big]), axes, steps],
+                [p + "wf"],
+            )
+        )
+        weight = p + "wf"
+    bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+    return nodes + [
+        helper.make_node("Reshape", [weight, const("view", list(plan.view))], [p + "w6"]),
+        helper.make_node("Transpose", [p + "w6"], [p + "w6t"], perm=list(plan.perm)),
+        helper.make_node("Reshape", [p + "w6t", const("shape", [o, i, kh, kw])], [p + "w"]),
+        helper.make_node("ReorderInput", [node.input[0]], [p + "x"], domain=DOMAIN),
+        helper.make_node("Conv", [p + "x", p + "w", *bias], [p + "y"], domain=DOMAIN, **plan.attrs),
+        helper.make_node("ReorderOutput", [p + "y"], [node.output[0]], domain=DOMAIN, channels=o),
+    ]
+
+
 def rewrite(model: onnx.ModelProto, block: int | None) -> tuple[onnx.ModelProto, int]:
-    """A copy of ``model`` whose ``Conv`` nodes with a run-time float weight of static shape
-    ``(O, I, kh, kw)``, ``O`` and ``I`` multiples of ``block``, one group and explicit pads
-    run as NCHWc nodes; and how many were rewritten (``model`` itself when none was)."""
+    """A copy of ``model`` whose qualifying ``Conv`` and ``ConvTranspose`` nodes (``_plan``)
+    with a run-time weight run as NCHWc nodes, and how many were rewritten (``model`` itself
+    when none was)."""
     if block is None:
         return model, 0
     initializers = {i.name for i in model.graph.initializer}
     candidates = [
         n
         for n in model.graph.node
-        if n.op_type == "Conv" and n.domain in ("", "ai.onnx") and len(n.input) >= 2
-        if n.input[1] not in initializers
+        if n.op_type in ("Conv", "ConvTranspose") and n.domain in ("", "ai.onnx")
+        if len(n.input) >= 2 and n.input[1] not in initializers
     ]
     if not candidates:
         return model, 0
     shapes = _static_shapes(model)
-    chosen = []
-    for node in candidates:
-        w, x = shapes.get(node.input[1]), shapes.get(node.input[0])
-        attrs = _attrs(node)
-        if w is None or x is None or len(w) != 4 or len(x) != 4 or None in w:
-            continue
-        if attrs.get("group", 1) != 1 or attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
-            continue
-        if w[0] % block or w[1] % block or w[2] * w[3] == 1:
-            continue
-        if any(s != 1 for s in attrs.get("strides", [1, 1])):
-            continue
-        y = shapes.get(node.output[0])
-        positions = (y[0] or 1) * (y[2] or 1) * (y[3] or 1) if y is not None and len(y) == 4 else 0
-        if positions < MIN_POSITIONS:
-            continue
-        chosen.append((node, w, attrs))
-    if not chosen:
+    plans = {id(n): plan for n in candidates if (plan := _plan(n, shapes, block)) is not None}
+    if not plans:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    nodes = list(out.graph.node)
-    index = {id(n): i for i, n in enumerate(model.graph.node)}
-    replaced: dict[int, list[onnx.NodeProto]] = {}
-    for k, (node, (o, i, kh, kw), attrs) in enumerate(chosen):
-        p = f"fxonnx_nchwc{k}_"
-        six = onnx.numpy_helper.from_array(
-            np.array([o // block, block, i // block, block, kh, kw], np.int64), p + "s6"
-        )
-        four = onnx.numpy_helper.from_array(np.array([o, i, kh, kw], np.int64), p + "s4")
-        out.graph.initializer.extend([six, four])
-        conv_attrs = {"kernel_shape": [kh, kw]}
-        for name in ("pads", "strides", "dilations"):
-            if name in attrs:
-                conv_attrs[name] = attrs[name]
-        bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
-        replaced[index[id(node)]] = [
-            helper.make_node("Reshape", [node.input[1], p + "s6"], [p + "w6"]),
-            helper.make_node("Transpose", [p + "w6"], [p + "w6t"], perm=[0, 2, 4, 5, 3, 1]),
-            helper.make_node("Reshape", [p + "w6t", p + "s4"], [p + "w"]),
-            helper.make_node("ReorderInput", [node.input[0]], [p + "x"], domain=DOMAIN),
-            helper.make_node(
-                "Conv", [p + "x", p + "w", *bias], [p + "y"], domain=DOMAIN, **conv_attrs
-            ),
-            helper.make_node(
-                "ReorderOutput", [p + "y"], [node.output[0]], domain=DOMAIN, channels=o
-            ),
-        ]
     del out.graph.node[:]
-    for j, n in enumerate(nodes):
-        out.graph.node.extend(replaced.get(j, [n]))
-    if not any(op.domain == DOMAIN for op in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    return out, len(chosen)
+    for node in model.graph.node:
+        plan = plans.get(id(node))
+        if plan is None:
+            out.graph.node.append(node)
+        else:
+            out.graph.node.extend(_blocked_nodes(plan, f"fxonnx_nchwc{len(out.graph.node)}_", out))
+    out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return out, len(plans)
