@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -330,6 +331,36 @@ def test_transformer_training_step_runs_in_one_partition_per_graph_on_all_thread
     assert all(_threads(p) == 2 for p in stats.partitions())
     in_torch = [n for n in by_graph["backward"].notes if "runs in torch" in n]
     assert len(in_torch) == 1 and "embedding_dense_backward" in in_torch[0], in_torch
+
+
+class Dropped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.drop, self.fc2 = nn.Linear(8, 32), nn.Dropout(0.3), nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.fc1(x).relu()))
+
+
+def test_real_dropout_forward_stays_in_torch_its_backward_does_not():
+    """Train-mode dropout with p > 0: native_dropout runs in torch (its random mask, the same
+    generator as eager), native_dropout_backward in the one backward partition; with the
+    same seed the gradients are eager's."""
+    model, x = Dropped().train(), torch.randn(16, 8)
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="fxonnx")
+    torch.manual_seed(1)
+    (eager(x) ** 2).mean().backward()
+    torch.manual_seed(1)
+    (compiled(x) ** 2).mean().backward()
+    for name, p in model.named_parameters():
+        want = dict(eager.named_parameters())[name].grad
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    by_kind = {g.name.split(".")[1]: g for g in fd.stats().graphs}
+    assert by_kind["forward"].unsupported == ("aten.native_dropout.default",)
+    assert by_kind["backward"].unsupported == ()
+    assert len(by_kind["backward"].partitions) == 1 and by_kind["backward"].torch_nodes == 0
 
 
 class ConvBN(nn.Module):

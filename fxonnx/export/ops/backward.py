@@ -62,6 +62,16 @@ def threshold_backward(ctx: LowerCtx) -> Value:
     return ctx.emit("Where", below, ctx.const(0.0, dtype), ctx.input(0))
 
 
+@lowers(aten.native_dropout_backward.default)
+def native_dropout_backward(ctx: LowerCtx) -> Value:
+    """native_dropout_backward(Tensor grad_output, Tensor mask, float scale): grad * (mask *
+    scale), as torch computes it (a NaN gradient at a dropped position stays NaN). The mask
+    comes from the forward's native_dropout, which stays in torch (its random mask)."""
+    dtype = ctx.out_dtype
+    keep = ctx.cast(ctx.input(1), dtype, ctx.dtype(ctx.arg(1)))
+    return ctx.emit("Mul", ctx.input(0), ctx.emit("Mul", keep, ctx.const(ctx.arg(2), dtype)))
+
+
 @lowers(aten.hardtanh_backward.default)
 def hardtanh_backward(ctx: LowerCtx) -> Value:
     """hardtanh_backward(Tensor grad_output, Tensor self, Scalar min_val, Scalar max_val):
