@@ -361,6 +361,7 @@ class Built:
     sessions: list[OnnxPartition] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what fell back to torch (warned)
     info: list[str] = field(default_factory=list)  # how sessions run (logged at INFO)
+    in_torch: int = 0  # compute nodes of the partition that ended up running in torch
 
 
 _RACY_WHY = (
@@ -394,12 +395,19 @@ def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int 
         bad = _culprit(sub, e)
         first = str(e).splitlines()[0]
         if bad is None or depth >= _MAX_DEPTH:
-            return Built(sub, [], [f"partition {name} runs in torch: {first}"])
+            notes = [f"partition {name} runs in torch: {first}"]
+            return Built(sub, [], notes, in_torch=_compute_nodes(sub))
         built = Built(sub, [], [f"{bad} ({_target(sub, bad)}) runs in torch: {first}"])
         return _resplit(sub, name, options, depth, frozenset({bad}), built)
 
 
 _MAX_DEPTH = 16
+
+
+def _compute_nodes(sub: fx.GraphModule) -> int:
+    from ._partition import _computes
+
+    return sum(1 for n in sub.graph.nodes if n.op == "call_function" and _computes(n))
 
 
 def _target(sub: fx.GraphModule, node_name: str) -> str:
@@ -419,6 +427,7 @@ def _resplit(
     from ._partition import split
 
     inner = split(sub, exclude=exclude)
+    built.in_torch += len(exclude)
     for i, sub_name in enumerate(inner.partitions):
         child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
         delattr(inner.gm, sub_name)
@@ -426,6 +435,7 @@ def _resplit(
         built.sessions += child.sessions
         built.notes += child.notes
         built.info += child.info
+        built.in_torch += child.in_torch
     inner.gm.recompile()
     built.module = inner.gm
     return built

@@ -328,6 +328,7 @@ def test_transformer_training_step_runs_in_one_partition_per_graph_on_all_thread
     assert set(by_graph) == {"forward", "backward"}
     assert [len(g.partitions) for g in (by_graph["forward"], by_graph["backward"])] == [1, 1]
     assert by_graph["forward"].torch_nodes == 0 and by_graph["backward"].unsupported == ()
+    assert by_graph["backward"].torch_nodes == 1  # the embedding gradient
     assert all(_threads(p) == 2 for p in stats.partitions())
     in_torch = [n for n in by_graph["backward"].notes if "runs in torch" in n]
     assert len(in_torch) == 1 and "embedding_dense_backward" in in_torch[0], in_torch
