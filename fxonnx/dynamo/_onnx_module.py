@@ -154,21 +154,23 @@ class OnnxPartition:
                 "with more (fxonnx/runtime/_races.py)"
             )
         self._threads = threads
-        # created here in every case: a model onnxruntime refuses fails now, where
-        # make_partition leaves the partition to torch, and it is what thawing goes back to
-        session, self.nchwc = self._open_fast(self.onnx_model)
-        self._use(session)
-        # weights baked into a second session at the first call (options.freeze, inference
-        # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
-        self._freeze = options.freeze and not self.session.on_cuda
-        self._frozen: tuple[tuple[int, torch.Tensor, int, int], ...] = ()
-        self._baked: frozenset[int] = frozenset()
-        self.ms = (time.perf_counter() - t0) * 1e3
         self._in_names = [s.name for s in captured.inputs]
         placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
         self._in_kinds = [
             _TENSOR if isinstance(n.meta["val"], torch.Tensor) else _INT for n in placeholders
         ]
+        self._baked: frozenset[int] = frozenset()
+        self._views: list[Any] = [None] * len(self._in_names)
+        # created here in every case: a model onnxruntime refuses fails now, where
+        # make_partition leaves the partition to torch, and it is what thawing goes back to
+        session, self.nchwc, reorders = self._open_fast(self.onnx_model)
+        self._inputs_reorders = reorders
+        self._use(session, reorders)
+        # weights baked into a second session at the first call (options.freeze, inference
+        # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
+        self._freeze = options.freeze and not self.session.on_cuda
+        self._frozen: tuple[tuple[int, torch.Tensor, int, int], ...] = ()
+        self.ms = (time.perf_counter() - t0) * 1e3
         self._out_names = [s.name for s in captured.outputs]
         out_node = next(n for n in sub.graph.nodes if n.op == "output")
         self._out_kinds = [
@@ -177,10 +179,8 @@ class OnnxPartition:
         ]
         self._single = not isinstance(out_node.args[0], (tuple, list))
         self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
-        self._views: list[Any] = [None] * len(self._in_names)
-        self._plan_feeds()
 
-    def _use(self, session: Session) -> None:
+    def _use(self, session: Session, reorders: tuple[nchwc.Reorder, ...] = ()) -> None:
         """Call ``session`` from now on. The call path is hot: it goes to the raw
         InferenceSession's C++ ``run`` (its Python ``run`` only checks that every input is
         fed, which the partition always does, and retries on other providers for CUDA)."""
@@ -189,16 +189,21 @@ class OnnxPartition:
         self._on_cuda = session.on_cuda
         c_run = getattr(self._ort, "_sess", None)
         self._run = c_run.run if c_run is not None else self._python_run
+        position = {name: i for i, name in enumerate(self._in_names)}
+        self._reorders = tuple((position[r.source], r.name, r) for r in reorders)
+        self._plan_feeds()
 
     def _python_run(self, names: list[str], feeds: dict, run_options: Any = None) -> Any:
         return self._ort.run(names, feeds, run_options)
 
     def _plan_feeds(self) -> None:
-        """(position, input name, is a tensor) of every input fed to the session."""
+        """(position, input name, is a tensor) of every input fed to the session as it is
+        (not baked into it, not only read through a blocked copy)."""
+        fed = {v.name for v in self._ort.get_inputs()}
         self._plan = tuple(
             (i, name, kind == _TENSOR)
             for i, (name, kind) in enumerate(zip(self._in_names, self._in_kinds, strict=True))
-            if i not in self._baked
+            if i not in self._baked and name in fed
         )
 
     def _open(self, model: Any) -> Session:
@@ -206,19 +211,20 @@ class OnnxPartition:
             model.SerializeToString(), provider=self.options.provider, threads=self._threads
         )
 
-    def _open_fast(self, model: Any) -> tuple[Session, int]:
+    def _open_fast(self, model: Any) -> tuple[Session, int, tuple[nchwc.Reorder, ...]]:
         """The session for ``model`` with its run-time-weight convolutions in onnxruntime's
-        NCHWc kernels (``_nchwc``) on the CPU, and how many were; the plain model where
-        there are none or onnxruntime refuses the rewritten one."""
+        NCHWc kernels (``_nchwc``) on the CPU, how many were, and the blocked weights the
+        call computes in torch; the plain model where there are none or onnxruntime refuses
+        the rewritten one."""
         if self.options.provider == "cuda" or resolve(self.options.provider)[0] == CUDA:
-            return self._open(model), 0
-        blocked, count = nchwc.rewrite(model, nchwc.block_size())
-        if count:
+            return self._open(model), 0, ()
+        done = nchwc.rewrite(model, nchwc.block_size(), reorder_outside=True)
+        if done.count:
             try:
-                return self._open(blocked), count
+                return self._open(done.model), done.count, done.reorders
             except RuntimeSessionError as e:
                 log.info("fxonnx: %s: NCHWc convolutions refused: %s", self.name, e)
-        return self._open(model), 0
+        return self._open(model), 0, ()
 
     def _bake(self, args: tuple) -> None:
         """The session for these weights: the module's parameters and buffers among ``args``
@@ -248,10 +254,9 @@ class OnnxPartition:
             self._freeze = False
             return
         self._inputs_session = self.session
-        self._use(frozen)
         self._frozen = tuple((i, args[i], args[i]._version, args[i].data_ptr()) for i in static)
         self._baked = frozenset(static)
-        self._plan_feeds()
+        self._use(frozen)
 
     def _weights_unchanged(self, args: tuple) -> bool:
         return all(
@@ -266,8 +271,7 @@ class OnnxPartition:
             "fxonnx: %s: weights changed since they were baked; now taken as inputs", self.name
         )
         self._freeze, self._frozen, self._baked = False, (), frozenset()
-        self._use(self._inputs_session)
-        self._plan_feeds()
+        self._use(self._inputs_session, self._inputs_reorders)
 
     def __call__(self, *args: Any) -> Any:
         if self._freeze:
@@ -302,6 +306,8 @@ class OnnxPartition:
                 if isinstance(a, torch.nn.Parameter):
                     cache[i] = (a, a.data_ptr(), view)
                 feeds[name] = view
+            for i, name, reorder in self._reorders:
+                feeds[name] = reorder.apply(args[i]).numpy()
             arrays = self._run(self._out_names, feeds, None)
             if self._all_tensors:
                 outs = [torch.from_numpy(o) for o in arrays]

@@ -65,8 +65,9 @@ def test_rewritten_conv_matches_the_plain_one_for_every_weight():
     """The weight is reordered in the graph on every call: two different weights (and a
     second batch size) give the plain Conv's outputs."""
     model = _conv_model()
-    blocked, count = nchwc.rewrite(model, BLOCK)
-    assert count == 1
+    done = nchwc.rewrite(model, BLOCK)
+    blocked = done.model
+    assert done.count == 1 and done.reorders == ()
     assert [n.op_type for n in blocked.graph.node if n.domain == nchwc.DOMAIN] == [
         "ReorderInput",
         "Conv",
@@ -93,13 +94,13 @@ def test_rewritten_conv_matches_the_plain_one_for_every_weight():
 )
 def test_rewrite_holds_back(case: str, kwargs: dict):
     model = _conv_model(**kwargs)
-    same, count = nchwc.rewrite(model, 16)
-    assert count == 0 and same is model, case
+    done = nchwc.rewrite(model, 16)
+    assert done.count == 0 and done.model is model, case
 
 
 def test_no_block_size_no_rewrite():
     model = _conv_model()
-    assert nchwc.rewrite(model, None) == (model, 0)
+    assert nchwc.rewrite(model, None) == nchwc.Rewritten(model, 0)
 
 
 def _conv_transpose_model(pad: int, dilation: int, stride: int = 1) -> onnx.ModelProto:
@@ -123,8 +124,9 @@ def test_conv_transpose_becomes_the_flipped_conv(pad: int, dilation: int):
     """A stride-1 ConvTranspose is the Conv with the weight's channels swapped and its
     kernel flipped, padded by d*(k-1) - p: same outputs, for two weights."""
     model = _conv_transpose_model(pad, dilation)
-    blocked, count = nchwc.rewrite(model, BLOCK)
-    assert count == 1
+    done = nchwc.rewrite(model, BLOCK)
+    blocked = done.model
+    assert done.count == 1
     assert "ConvTranspose" not in [n.op_type for n in blocked.graph.node]
     rng = np.random.default_rng(2)
     for batch in (1, 2):
@@ -138,7 +140,31 @@ def test_conv_transpose_becomes_the_flipped_conv(pad: int, dilation: int):
 @pytest.mark.parametrize("pad,stride", [(3, 1), (1, 2)])  # negative conv pads; strided
 def test_conv_transpose_rewrite_holds_back(pad: int, stride: int):
     model = _conv_transpose_model(pad, 1, stride)
-    assert nchwc.rewrite(model, 16) == (model, 0)
+    assert nchwc.rewrite(model, 16) == nchwc.Rewritten(model, 0)
+
+
+@needs_nchwc
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_weights_reordered_outside_the_graph_match(kind: str):
+    """reorder_outside: the weight input is replaced by the blocked one, which
+    Reorder.apply computes in torch; fed that, the model gives the plain model's outputs."""
+    if kind == "conv":
+        model, x_name, x_shape, w_shape = _conv_model(), "x", (2, 32, 32, 32), (32, 32, 3, 3)
+    else:
+        model, x_name, x_shape = _conv_transpose_model(1, 1), "g", (2, 32, 34, 34)
+        w_shape = (32, 16, 3, 3)
+    done = nchwc.rewrite(model, BLOCK, reorder_outside=True)
+    (reorder,) = done.reorders
+    assert reorder.source == "w"
+    inputs = [v.name for v in done.model.graph.input]
+    assert "w" not in inputs and reorder.name in inputs
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    blocked = reorder.apply(torch.from_numpy(w)).numpy()
+    want = _run(model, {x_name: x, "w": w})
+    got = _run(done.model, {x_name: x, reorder.name: blocked})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 class Convs(nn.Module):
@@ -159,7 +185,9 @@ def test_compiled_inference_uses_nchwc_and_sees_weight_updates():
     compiled = torch.compile(model, backend="fxonnx")
     with torch.no_grad():
         assert_outputs_match(model(x), compiled(x))
-        assert sum(p.nchwc for p in fd.stats().partitions()) == 1  # c2; c1 has 3 inputs
+        (part,) = fd.stats().partitions()
+        assert part.nchwc == 1  # c2; c1 has 3 input channels
+        assert len(part._reorders) == 1  # c2's weight, blocked in torch on every call
         model.c2.weight.mul_(-0.5)  # the weights are session inputs: seen at once
         assert_outputs_match(model(x), compiled(x))
 
@@ -170,3 +198,20 @@ def test_compiled_sgd_step_with_nchwc_matches_eager():
     by_kind = {p.name.split(".")[1]: p for p in stats.partitions()}
     assert by_kind["forward"].nchwc == 1  # c2
     assert by_kind["backward"].nchwc == 1  # c2's input gradient, a ConvTranspose
+
+
+@needs_nchwc
+def test_freeze_bakes_the_plain_model_and_thaws_back_to_nchwc():
+    """freeze: the baked session is made from the plain model (onnxruntime blocks constant
+    weights itself, no reorder fed); after an in-place update the weights are inputs again,
+    through the NCHWc session and its torch-side reorder, and every call matches eager."""
+    model, x = Convs().eval(), torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="fxonnx", options={"freeze": True})
+    with torch.no_grad():
+        assert_outputs_match(model(x), compiled(x))
+        (part,) = fd.stats().partitions()
+        assert part._baked and part._reorders == ()
+        model.c2.weight.add_(0.25)
+        assert_outputs_match(model(x), compiled(x))
+        assert not part._baked and len(part._reorders) == 1
+        assert_outputs_match(model(x), compiled(x))
