@@ -271,9 +271,75 @@ def rewrite(
             prefix = f"fxonnx_nchwc{len(out.graph.node)}_"
             out.graph.node.extend(_blocked_nodes(plan, prefix, out, reorders if outside else None))
     out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    _fuse_blocked(out.graph)
     read = {i for n in out.graph.node for i in n.input} | {v.name for v in out.graph.output}
     sources = {r.source for r in reorders}
     unread = [v for v in out.graph.input if v.name in sources and v.name not in read]
     for v in unread:
         out.graph.input.remove(v)
     return Rewritten(out, len(plans), tuple(reorders))
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return users
+
+
+def _fuse_blocked(graph: onnx.GraphProto) -> None:
+    """Peepholes on the NCHWc nodes, in place: a ``Relu`` that is the only reader of a
+    blocked convolution's output becomes the convolution's ``activation``; a
+    ``ReorderOutput`` read only by ``ReorderInput``s (one blocked convolution feeding the
+    next) goes away with them, the blocked tensor passed on as it is."""
+    outputs = {v.name for v in graph.output}
+    users = _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    dead: set[int] = set()
+    for node in graph.node:
+        if node.domain != DOMAIN or node.op_type != "ReorderOutput":
+            continue
+        conv = producer.get(node.input[0])
+        readers = users.get(node.output[0], [])
+        if conv is None or conv.op_type != "Conv" or node.output[0] in outputs:
+            continue
+        if len(users.get(conv.output[0], [])) != 1 or len(readers) != 1:
+            continue
+        relu = readers[0]
+        if relu.op_type != "Relu" or relu.domain not in ("", "ai.onnx"):
+            continue
+        if any(a.name == "activation" for a in conv.attribute):
+            continue
+        conv.attribute.append(helper.make_attribute("activation", "Relu"))
+        dead.add(id(relu))
+        node.output[0] = relu.output[0]
+    _drop(graph, dead)
+    outputs = {v.name for v in graph.output}
+    users = _consumers(graph)
+    rename: dict[str, str] = {}
+    dead = set()
+    for node in graph.node:
+        if node.domain != DOMAIN or node.op_type != "ReorderOutput" or node.output[0] in outputs:
+            continue
+        readers = users.get(node.output[0], [])
+        if not readers or any(r.domain != DOMAIN or r.op_type != "ReorderInput" for r in readers):
+            continue
+        if any(a.name == "channels_last" and a.i for r in readers for a in r.attribute):
+            continue
+        dead.add(id(node))
+        for r in readers:
+            dead.add(id(r))
+            rename[r.output[0]] = node.input[0]
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in rename:
+                node.input[k] = rename[name]
+    _drop(graph, dead)
+
+
+def _drop(graph: onnx.GraphProto, dead: set[int]) -> None:
+    if dead:
+        kept = [n for n in graph.node if id(n) not in dead]
+        del graph.node[:]
+        graph.node.extend(kept)

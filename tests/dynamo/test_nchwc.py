@@ -167,6 +167,73 @@ def test_weights_reordered_outside_the_graph_match(kind: str):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def _two_convs_model() -> onnx.ModelProto:
+    """x -> Conv(w1) -> Relu -> Conv(w2) -> y, plus the first conv's output as an output
+    when ``tap``."""
+    rng = np.random.default_rng(4)
+    b = onnx.numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b"], ["c1"], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_convs",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 32, 32]),
+            helper.make_tensor_value_info("w1", TensorProto.FLOAT, [32, 32, 3, 3]),
+            helper.make_tensor_value_info("w2", TensorProto.FLOAT, [32, 32, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [b],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@needs_nchwc
+def test_blocked_convs_fuse_their_relu_and_pass_the_blocked_tensor_on():
+    """Conv -> Relu -> Conv: the Relu becomes the first blocked conv's activation and the
+    blocked tensor goes straight into the second (one ReorderInput, one ReorderOutput);
+    the outputs are the plain model's."""
+    model = _two_convs_model()
+    done = nchwc.rewrite(model, BLOCK)
+    ops = [n.op_type for n in done.model.graph.node if n.op_type not in ("Reshape", "Transpose")]
+    assert ops == ["ReorderInput", "Conv", "Conv", "ReorderOutput"], ops
+    first = next(n for n in done.model.graph.node if n.op_type == "Conv")
+    assert helper.get_attribute_value(first.attribute[-1]) == b"Relu"
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": rng.standard_normal((2, 32, 32, 32)).astype(np.float32),
+        "w1": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+    }
+    np.testing.assert_allclose(_run(done.model, feeds), _run(model, feeds), rtol=1e-4, atol=1e-3)
+
+
+@needs_nchwc
+def test_a_blocked_output_read_elsewhere_is_reordered_back():
+    """When the first conv's output is also a graph output, nothing is fused away."""
+    model = _two_convs_model()
+    model.graph.output.append(helper.make_tensor_value_info("c1", TensorProto.FLOAT, None))
+    done = nchwc.rewrite(model, BLOCK)
+    ops = [n.op_type for n in done.model.graph.node if n.domain == nchwc.DOMAIN]
+    assert ops.count("ReorderOutput") == 2 and ops.count("ReorderInput") == 2
+    assert "Relu" in [n.op_type for n in done.model.graph.node]
+    rng = np.random.default_rng(6)
+    feeds = {
+        "x": rng.standard_normal((1, 32, 32, 32)).astype(np.float32),
+        "w1": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+    }
+    session = ort.InferenceSession(
+        done.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for got, want in zip(session.run(None, feeds), plain.run(None, feeds), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
 class Convs(nn.Module):
     def __init__(self) -> None:
         super().__init__()
