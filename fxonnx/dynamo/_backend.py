@@ -117,6 +117,7 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
     notes: list[str] = []
     info: list[str] = []
     names = []
+    in_torch = 0  # nodes of the partitions that a rule or onnxruntime left to torch
     if options.freeze and kind != "inference":  # training graphs' weights change every step
         options = dataclasses.replace(options, freeze=False)
     for sub_name in parts.partitions:
@@ -126,6 +127,7 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
         names += [p.name for p in built.sessions]
         notes += built.notes
         info += built.info
+        in_torch += built.in_torch
         delattr(parts.gm, sub_name)  # an OnnxPartition is a plain callable, not a child module
         setattr(parts.gm, sub_name, built.module)
     parts.gm.recompile()
@@ -145,8 +147,8 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
     record = GraphRecord(
         name,
         tuple(names),
-        parts.onnx_nodes,
-        parts.torch_nodes,
+        parts.onnx_nodes - in_torch,
+        parts.torch_nodes + in_torch,
         parts.unsupported,
         tuple(notes + info),
         (time.perf_counter() - t0) * 1e3,
@@ -156,8 +158,8 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
         "fxonnx: %s: %d partition(s) in onnxruntime (%d nodes), %d node(s) in torch",
         name,
         len(names),
-        parts.onnx_nodes,
-        parts.torch_nodes,
+        parts.onnx_nodes - in_torch,
+        parts.torch_nodes + in_torch,
     )
     from torch._functorch.aot_autograd import make_boxed_func
 

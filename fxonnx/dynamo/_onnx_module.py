@@ -10,6 +10,7 @@ dynamo's guards runs the same session.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +28,11 @@ from ..capture import Captured, Shapes, TensorSpec
 from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
+from ..runtime._providers import CUDA, resolve
 from ..runtime._races import racy_on_threads
 from ..verify import Report
 from ..verify._compare import compare
+from . import _nchwc as nchwc
 from ._options import Options
 from ._partition import op_name
 
@@ -95,12 +98,38 @@ def captured_of(gm: fx.GraphModule) -> Captured:
     )
 
 
+class _Racy(Exception):
+    """A partition's ONNX graph has nodes whose CPU kernel races on more than one thread
+    (``racy_on_threads``: ``"<onnx node name> (ScatterND, reduction=add)"`` each)."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes[0])
+        self.nodes = nodes
+
+
+def _racy_sources(sub: fx.GraphModule, racy: list[str]) -> frozenset[str]:
+    """The fx nodes of ``sub`` whose lowering emitted the ``racy`` ONNX nodes: a rule's ONNX
+    nodes are named ``n:<fx node>`` or ``n:<fx node>_<i>`` (an ambiguous name gives every fx
+    node it could come from: one more node left to torch, never a wrong one kept)."""
+    names = [r.split(" (", 1)[0] for r in racy]
+    found = set()
+    for node in sub.graph.nodes:
+        if node.op != "call_function":
+            continue
+        pattern = re.compile(rf"n:{re.escape(node.name)}(_\d+)?")
+        if any(pattern.fullmatch(n) for n in names):
+            found.add(node.name)
+    return frozenset(found)
+
+
 class OnnxPartition:
     """Called like the fused fx submodule it replaces; runs it in onnxruntime. ``verify``
     compares the first call with the submodule run in torch. A plain callable, not an
     nn.Module: Module.__call__'s hook machinery costs as much as a small session run."""
 
-    def __init__(self, sub: fx.GraphModule, name: str, options: Options) -> None:
+    def __init__(
+        self, sub: fx.GraphModule, name: str, options: Options, split_racy: bool = False
+    ) -> None:
         self.name = name
         self.options = options
         self.torch_module = sub
@@ -117,27 +146,31 @@ class OnnxPartition:
         racy = racy_on_threads(self.onnx_model)
         if racy and threads != 1:
             # onnxruntime's CPU ScatterND loses updates of duplicate indices on >1 thread
+            if split_racy:
+                raise _Racy(racy)
             threads = 1
             self.notes.append(
                 f"partition {name} runs on 1 onnxruntime thread: {racy[0]} loses updates "
                 "with more (fxonnx/runtime/_races.py)"
             )
         self._threads = threads
-        # created here in every case: a model onnxruntime refuses fails now, where
-        # make_partition leaves the partition to torch, and it is what thawing goes back to
-        self.session = self._open(self.onnx_model)
-        self._ort = self.session._session  # the raw InferenceSession: the call path is hot
-        # weights baked into a second session at the first call (options.freeze, inference
-        # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
-        self._freeze = options.freeze and not self.session.on_cuda
-        self._frozen: tuple[tuple[int, torch.Tensor, int, int], ...] = ()
-        self._baked: frozenset[int] = frozenset()
-        self.ms = (time.perf_counter() - t0) * 1e3
         self._in_names = [s.name for s in captured.inputs]
         placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
         self._in_kinds = [
             _TENSOR if isinstance(n.meta["val"], torch.Tensor) else _INT for n in placeholders
         ]
+        self._baked: frozenset[int] = frozenset()
+        self._views: list[Any] = [None] * len(self._in_names)
+        # created here in every case: a model onnxruntime refuses fails now, where
+        # make_partition leaves the partition to torch, and it is what thawing goes back to
+        session, self.nchwc, reorders = self._open_fast(self.onnx_model)
+        self._inputs_reorders = reorders
+        self._use(session, reorders)
+        # weights baked into a second session at the first call (options.freeze, inference
+        # graphs, CPU): (input position, tensor, version, data_ptr) of each, checked per call
+        self._freeze = options.freeze and not self.session.on_cuda
+        self._frozen: tuple[tuple[int, torch.Tensor, int, int], ...] = ()
+        self.ms = (time.perf_counter() - t0) * 1e3
         self._out_names = [s.name for s in captured.outputs]
         out_node = next(n for n in sub.graph.nodes if n.op == "output")
         self._out_kinds = [
@@ -146,12 +179,52 @@ class OnnxPartition:
         ]
         self._single = not isinstance(out_node.args[0], (tuple, list))
         self._all_tensors = all(k == _TENSOR for k in self._out_kinds)
-        self._views: list[Any] = [None] * len(self._in_names)
+
+    def _use(self, session: Session, reorders: tuple[nchwc.Reorder, ...] = ()) -> None:
+        """Call ``session`` from now on. The call path is hot: it goes to the raw
+        InferenceSession's C++ ``run`` (its Python ``run`` only checks that every input is
+        fed, which the partition always does, and retries on other providers for CUDA)."""
+        self.session = session
+        self._ort = session._session
+        self._on_cuda = session.on_cuda
+        c_run = getattr(self._ort, "_sess", None)
+        self._run = c_run.run if c_run is not None else self._python_run
+        position = {name: i for i, name in enumerate(self._in_names)}
+        self._reorders = tuple((position[r.source], r.name, r) for r in reorders)
+        self._plan_feeds()
+
+    def _python_run(self, names: list[str], feeds: dict, run_options: Any = None) -> Any:
+        return self._ort.run(names, feeds, run_options)
+
+    def _plan_feeds(self) -> None:
+        """(position, input name, is a tensor) of every input fed to the session as it is
+        (not baked into it, not only read through a blocked copy)."""
+        fed = {v.name for v in self._ort.get_inputs()}
+        self._plan = tuple(
+            (i, name, kind == _TENSOR)
+            for i, (name, kind) in enumerate(zip(self._in_names, self._in_kinds, strict=True))
+            if i not in self._baked and name in fed
+        )
 
     def _open(self, model: Any) -> Session:
         return Session(
             model.SerializeToString(), provider=self.options.provider, threads=self._threads
         )
+
+    def _open_fast(self, model: Any) -> tuple[Session, int, tuple[nchwc.Reorder, ...]]:
+        """The session for ``model`` with its run-time-weight convolutions in onnxruntime's
+        NCHWc kernels (``_nchwc``) on the CPU, how many were, and the blocked weights the
+        call computes in torch; the plain model where there are none or onnxruntime refuses
+        the rewritten one."""
+        if self.options.provider == "cuda" or resolve(self.options.provider)[0] == CUDA:
+            return self._open(model), 0, ()
+        done = nchwc.rewrite(model, nchwc.block_size(), reorder_outside=True)
+        if done.count:
+            try:
+                return self._open(done.model), done.count, done.reorders
+            except RuntimeSessionError as e:
+                log.info("fxonnx: %s: NCHWc convolutions refused: %s", self.name, e)
+        return self._open(model), 0, ()
 
     def _bake(self, args: tuple) -> None:
         """The session for these weights: the module's parameters and buffers among ``args``
@@ -180,9 +253,10 @@ class OnnxPartition:
             log.info("fxonnx: %s: weights not baked: %s", self.name, str(e).splitlines()[0])
             self._freeze = False
             return
-        self._inputs_session, self.session, self._ort = self.session, frozen, frozen._session
+        self._inputs_session = self.session
         self._frozen = tuple((i, args[i], args[i]._version, args[i].data_ptr()) for i in static)
         self._baked = frozenset(static)
+        self._use(frozen)
 
     def _weights_unchanged(self, args: tuple) -> bool:
         return all(
@@ -197,8 +271,7 @@ class OnnxPartition:
             "fxonnx: %s: weights changed since they were baked; now taken as inputs", self.name
         )
         self._freeze, self._frozen, self._baked = False, (), frozenset()
-        self.session = self._inputs_session
-        self._ort = self.session._session
+        self._use(self._inputs_session, self._inputs_reorders)
 
     def __call__(self, *args: Any) -> Any:
         if self._freeze:
@@ -206,7 +279,11 @@ class OnnxPartition:
                 self._bake(args)
             elif not self._weights_unchanged(args):
                 self._thaw()
-        if self.session.on_cuda:
+        if len(args) != len(self._in_kinds):
+            raise RuntimeSessionError(
+                f"partition {self.name} takes {len(self._in_kinds)} inputs, got {len(args)}"
+            )
+        if self._on_cuda:
             outs = self._run_bound(args)
         else:
             # CPU tensors go in as numpy views of their memory and come out as torch views
@@ -215,13 +292,9 @@ class OnnxPartition:
             # their views are kept while the tensor and its storage are the same.
             feeds = {}
             cache = self._views
-            baked = self._baked
-            for i, (name, kind, a) in enumerate(
-                zip(self._in_names, self._in_kinds, args, strict=True)
-            ):
-                if i in baked:
-                    continue
-                if kind != _TENSOR:
+            for i, name, is_tensor in self._plan:
+                a = args[i]
+                if not is_tensor:
                     feeds[name] = np.array([int(a)], dtype=np.int64)
                     continue
                 held = cache[i]
@@ -233,7 +306,9 @@ class OnnxPartition:
                 if isinstance(a, torch.nn.Parameter):
                     cache[i] = (a, a.data_ptr(), view)
                 feeds[name] = view
-            arrays = self._ort.run(self._out_names, feeds)
+            for i, name, reorder in self._reorders:
+                feeds[name] = reorder.apply(args[i]).numpy()
+            arrays = self._run(self._out_names, feeds, None)
             if self._all_tensors:
                 outs = [torch.from_numpy(o) for o in arrays]
             else:
@@ -292,36 +367,81 @@ class Built:
     sessions: list[OnnxPartition] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what fell back to torch (warned)
     info: list[str] = field(default_factory=list)  # how sessions run (logged at INFO)
+    in_torch: int = 0  # compute nodes of the partition that ended up running in torch
+
+
+_RACY_WHY = (
+    "its ScatterND with a reduction loses updates on more than one onnxruntime thread "
+    "(fxonnx/runtime/_races.py), and a one-thread session for the whole partition is slower"
+)
 
 
 def make_partition(sub: fx.GraphModule, name: str, options: Options, depth: int = 0) -> Built:
     """An OnnxPartition for ``sub``. When a rule refuses one of its nodes (an op variant the
     table does not lower: the gradient of a transposed convolution), that node stays in
-    torch and the rest of ``sub`` is partitioned again around it."""
+    torch and the rest of ``sub`` is partitioned again around it. So do the nodes lowered to
+    a kernel that races on several onnxruntime threads (the embedding gradient, accumulating
+    ``index_put``): torch's kernels for them are exact, and the rest keeps every thread."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-    from ._partition import split
 
     try:
         # aot_autograd calls the compiler inside its fake mode: constants must be real
         with unset_fake_temporarily():
-            part = OnnxPartition(sub, name, options)
+            part = OnnxPartition(sub, name, options, split_racy=depth < _MAX_DEPTH)
         return Built(part, [part], info=list(part.notes))
+    except _Racy as e:
+        racy = _racy_sources(sub, e.nodes)
+        if not racy:  # not traced back to an fx node: the whole partition on one thread
+            with unset_fake_temporarily():
+                part = OnnxPartition(sub, name, options)
+            return Built(part, [part], info=list(part.notes))
+        info = [f"{n} ({_target(sub, n)}) runs in torch: {_RACY_WHY}" for n in sorted(racy)]
+        return _resplit(sub, name, options, depth, racy, Built(sub, [], info=info))
     except (ExportError, RuntimeSessionError) as e:  # lowering problems; config errors propagate
         bad = _culprit(sub, e)
         first = str(e).splitlines()[0]
-        if bad is None or depth >= 16:
-            return Built(sub, [], [f"partition {name} runs in torch: {first}"])
-        target = next(n.target for n in sub.graph.nodes if n.name == bad)
-        built = Built(sub, [], [f"{bad} ({op_name(target)}) runs in torch: {first}"])
-        inner = split(sub, exclude=frozenset({bad}))
-        for i, sub_name in enumerate(inner.partitions):
-            child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
-            delattr(inner.gm, sub_name)
-            setattr(inner.gm, sub_name, child.module)
-            built.sessions += child.sessions
-            built.notes += child.notes
-            built.info += child.info
-        inner.gm.recompile()
-        built.module = inner.gm
-        return built
+        if bad is None or depth >= _MAX_DEPTH:
+            notes = [f"partition {name} runs in torch: {first}"]
+            return Built(sub, [], notes, in_torch=_compute_nodes(sub))
+        built = Built(sub, [], [f"{bad} ({_target(sub, bad)}) runs in torch: {first}"])
+        return _resplit(sub, name, options, depth, frozenset({bad}), built)
+
+
+_MAX_DEPTH = 16
+
+
+def _compute_nodes(sub: fx.GraphModule) -> int:
+    from ._partition import _computes
+
+    return sum(1 for n in sub.graph.nodes if n.op == "call_function" and _computes(n))
+
+
+def _target(sub: fx.GraphModule, node_name: str) -> str:
+    return op_name(next(n.target for n in sub.graph.nodes if n.name == node_name))
+
+
+def _resplit(
+    sub: fx.GraphModule,
+    name: str,
+    options: Options,
+    depth: int,
+    exclude: frozenset[str],
+    built: Built,
+) -> Built:
+    """``sub`` partitioned again with the ``exclude``d nodes in torch, each new partition
+    made by ``make_partition``; ``built`` collects sessions and notes."""
+    from ._partition import split
+
+    inner = split(sub, exclude=exclude)
+    built.in_torch += len(exclude)
+    for i, sub_name in enumerate(inner.partitions):
+        child = make_partition(getattr(inner.gm, sub_name), f"{name}.{i}", options, depth + 1)
+        delattr(inner.gm, sub_name)
+        setattr(inner.gm, sub_name, child.module)
+        built.sessions += child.sessions
+        built.notes += child.notes
+        built.info += child.info
+        built.in_torch += child.in_torch
+    inner.gm.recompile()
+    built.module = inner.gm
+    return built

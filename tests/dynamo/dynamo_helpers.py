@@ -40,7 +40,12 @@ def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def sgd_step_matches(model: torch.nn.Module, inputs: Sequence[torch.Tensor], lr: float = 0.1):
+def sgd_step_matches(
+    model: torch.nn.Module,
+    inputs: Sequence[torch.Tensor],
+    lr: float = 0.1,
+    options: dict | None = None,
+):
     """One SGD step through ``torch.compile(backend="fxonnx")`` against the same step in eager
     autograd in float64 (the exact gradients). Gradients must agree within check_gradients'
     fp32 tolerance (rtol 1e-4, atol = rtol * the largest gradient), widened to twice eager
@@ -51,7 +56,7 @@ def sgd_step_matches(model: torch.nn.Module, inputs: Sequence[torch.Tensor], lr:
     exact = copy.deepcopy(model).double()
     eager32 = copy.deepcopy(model)
     compiled_model = copy.deepcopy(model)
-    compiled = torch.compile(compiled_model, backend="fxonnx")
+    compiled = torch.compile(compiled_model, backend="fxonnx", options=options)
     opt = torch.optim.SGD(compiled_model.parameters(), lr=lr)
     opt_exact = torch.optim.SGD(exact.parameters(), lr=lr)
     wide = [t.double() if t.is_floating_point() else t for t in inputs]

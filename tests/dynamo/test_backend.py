@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -256,23 +257,111 @@ def _threads(part: object) -> int:
     return part.session._session.get_session_options().intra_op_num_threads  # type: ignore[attr-defined]
 
 
-def test_partition_with_a_racy_scatter_runs_on_one_thread():
-    """onnxruntime's CPU ScatterND with a reduction loses updates on >1 thread
-    (fxonnx/runtime/_races.py): that partition gets a 1-thread session, a note says so, and
-    the gradients match eager; partitions without one keep the requested threads."""
-    model, x = UpConv(), torch.randn(2, 2, 6, 7)
+def _grads_match_eager(model: nn.Module, compiled: object, x: torch.Tensor) -> None:
     eager = UpConv()
     (eager(x) ** 2).mean().backward()
-    compiled = torch.compile(model, backend="fxonnx", options={"threads": 2})
-    (compiled(x) ** 2).mean().backward()
+    (compiled(x) ** 2).mean().backward()  # type: ignore[operator]
     for name, p in model.named_parameters():
         want = dict(eager.named_parameters())[name].grad
         torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+def test_a_racy_scatter_runs_in_torch_and_the_rest_keeps_its_threads():
+    """onnxruntime's CPU ScatterND with a reduction loses updates on >1 thread
+    (fxonnx/runtime/_races.py): the nodes lowered to it (here the accumulating index_put of
+    the bilinear gradient) run in torch, a note names them, every partition keeps the
+    requested 2 threads, none has such a ScatterND, and the gradients match eager."""
+    from fxonnx.runtime._races import racy_on_threads
+
+    model, x = UpConv(), torch.randn(2, 2, 6, 7)
+    compiled = torch.compile(model, backend="fxonnx", options={"threads": 2})
+    _grads_match_eager(model, compiled, x)
+    parts = fd.stats().partitions()
+    assert {p.name.split(".")[1] for p in parts} == {"forward", "backward"}
+    assert all(_threads(p) == 2 for p in parts)
+    assert not any(racy_on_threads(p.onnx_model) for p in parts)
+    notes = [n for g in fd.stats().graphs for n in g.notes]
+    assert any("index_put" in n and "runs in torch" in n and "ScatterND" in n for n in notes), notes
+
+
+def test_on_one_thread_a_racy_scatter_stays_in_onnxruntime():
+    """options={"threads": 1}: nothing races, so the scatter stays in its partition."""
+    from fxonnx.runtime._races import racy_on_threads
+
+    model, x = UpConv(), torch.randn(2, 2, 6, 7)
+    compiled = torch.compile(model, backend="fxonnx", options={"threads": 1})
+    _grads_match_eager(model, compiled, x)
+    backward = [p for p in fd.stats().partitions() if ".backward." in p.name]
+    assert any(racy_on_threads(p.onnx_model) for p in backward)
+    assert all(_threads(p) == 1 for p in backward)
+
+
+def test_a_racy_scatter_not_traced_to_a_node_gets_a_one_thread_session(monkeypatch):
+    """When the racy ONNX node cannot be traced back to an fx node, the partition keeps it
+    and runs on 1 thread, with a note saying so."""
+    import fxonnx.dynamo._onnx_module as om
+
+    monkeypatch.setattr(om, "_racy_sources", lambda sub, racy: frozenset())
+    model, x = UpConv(), torch.randn(2, 2, 6, 7)
+    compiled = torch.compile(model, backend="fxonnx", options={"threads": 2})
+    _grads_match_eager(model, compiled, x)
     by_kind = {p.name.split(".")[1]: p for p in fd.stats().partitions()}
     assert _threads(by_kind["forward"]) == 2
     assert _threads(by_kind["backward"]) == 1
     notes = [n for g in fd.stats().graphs for n in g.notes]
     assert any("runs on 1 onnxruntime thread" in n and "ScatterND" in n for n in notes), notes
+
+
+def test_transformer_training_step_runs_in_one_partition_per_graph_on_all_threads():
+    """A token-embedding transformer encoder's SGD step (dropout off): the forward graph is one
+    2-thread partition, the backward graph too, with only the embedding gradient (its
+    ScatterND would race) left to torch; the step matches eager autograd."""
+    from dynamo_helpers import sgd_step_matches
+
+    from fxonnx.models.transformer import TransformerClassifier
+
+    torch.manual_seed(0)
+    model = TransformerClassifier(50, 12, 32, 4, 2, 64, 3)
+    tokens = torch.randint(0, 50, (2, 12))
+    stats = sgd_step_matches(model, (tokens,), options={"threads": 2})
+    by_graph = {g.name.split(".")[1]: g for g in stats.graphs}
+    assert set(by_graph) == {"forward", "backward"}
+    assert [len(g.partitions) for g in (by_graph["forward"], by_graph["backward"])] == [1, 1]
+    assert by_graph["forward"].torch_nodes == 0 and by_graph["backward"].unsupported == ()
+    assert by_graph["backward"].torch_nodes == 1  # the embedding gradient
+    assert all(_threads(p) == 2 for p in stats.partitions())
+    in_torch = [n for n in by_graph["backward"].notes if "runs in torch" in n]
+    assert len(in_torch) == 1 and "embedding_dense_backward" in in_torch[0], in_torch
+
+
+class Dropped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.drop, self.fc2 = nn.Linear(8, 32), nn.Dropout(0.3), nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.fc1(x).relu()))
+
+
+def test_real_dropout_forward_stays_in_torch_its_backward_does_not():
+    """Train-mode dropout with p > 0: native_dropout runs in torch (its random mask, the same
+    generator as eager), native_dropout_backward in the one backward partition; with the
+    same seed the gradients are eager's."""
+    model, x = Dropped().train(), torch.randn(16, 8)
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="fxonnx")
+    torch.manual_seed(1)
+    (eager(x) ** 2).mean().backward()
+    torch.manual_seed(1)
+    (compiled(x) ** 2).mean().backward()
+    for name, p in model.named_parameters():
+        want = dict(eager.named_parameters())[name].grad
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    by_kind = {g.name.split(".")[1]: g for g in fd.stats().graphs}
+    assert by_kind["forward"].unsupported == ("aten.native_dropout.default",)
+    assert by_kind["backward"].unsupported == ()
+    assert len(by_kind["backward"].partitions) == 1 and by_kind["backward"].torch_nodes == 0
 
 
 class ConvBN(nn.Module):

@@ -127,6 +127,19 @@ def test_mse_loss(reduction: int) -> None:
     assert_matches(both, x, t)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_dropout_backward(dtype: torch.dtype) -> None:
+    g = rnd(3, 5, seed=1, dtype=dtype)
+    g[0, 0] = float("nan")  # dropped or not, torch keeps NaN * 0 = NaN
+    mask = rnd(3, 5, seed=2) > 0
+    mask[0, 0] = False
+    fn = lambda g, m: aten.native_dropout_backward(g, m, 1.0 / 0.7)  # noqa: E731
+    want = fn(g, mask)
+    (got,) = run_lowered(fn, g, mask)
+    assert got.dtype == want.numpy().dtype
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, equal_nan=True)
+
+
 # -- convolution (float32: onnxruntime has no float64 Conv on the CPU) ----------------------
 CONVS = {
     "plain": dict(cin=3, cout=4, k=3, stride=1, pad=0, dil=1, groups=1, size=8),
@@ -136,6 +149,11 @@ CONVS = {
     "grouped": dict(cin=4, cout=6, k=3, stride=1, pad=1, dil=1, groups=2, size=7),
     "depthwise_strided": dict(cin=4, cout=4, k=3, stride=2, pad=1, dil=1, groups=4, size=8),
     "pointwise": dict(cin=5, cout=3, k=1, stride=1, pad=0, dil=1, groups=1, size=4),
+    # more output channels than positions: the weight gradient as one product over samples
+    "deep_small": dict(cin=6, cout=20, k=3, stride=1, pad=1, dil=1, groups=1, size=4),
+    "deep_small_strided_grouped": dict(
+        cin=4, cout=24, k=3, stride=2, pad=1, dil=1, groups=2, size=6
+    ),
 }
 
 

@@ -62,6 +62,16 @@ def threshold_backward(ctx: LowerCtx) -> Value:
     return ctx.emit("Where", below, ctx.const(0.0, dtype), ctx.input(0))
 
 
+@lowers(aten.native_dropout_backward.default)
+def native_dropout_backward(ctx: LowerCtx) -> Value:
+    """native_dropout_backward(Tensor grad_output, Tensor mask, float scale): grad * (mask *
+    scale), as torch computes it (a NaN gradient at a dropped position stays NaN). The mask
+    comes from the forward's native_dropout, which stays in torch (its random mask)."""
+    dtype = ctx.out_dtype
+    keep = ctx.cast(ctx.input(1), dtype, ctx.dtype(ctx.arg(1)))
+    return ctx.emit("Mul", ctx.input(0), ctx.emit("Mul", keep, ctx.const(ctx.arg(2), dtype)))
+
+
 @lowers(aten.hardtanh_backward.default)
 def hardtanh_backward(ctx: LowerCtx) -> Value:
     """hardtanh_backward(Tensor grad_output, Tensor self, Scalar min_val, Scalar max_val):
@@ -357,9 +367,13 @@ def _conv_weight_grad(
     out_spatial: list[int],
 ) -> Value:
     """grad_weight[o, i, k] = sum over samples and positions of grad_output[o] * input patch
-    [i, k]: the patches come from a depthwise convolution with one-hot kernels (im2col), then
-    one matrix product per sample and group, (ci*K, L) @ (L, co), summed over samples
-    (no transpose of the large patch tensor)."""
+    [i, k]: the patches come from a depthwise convolution with one-hot kernels (im2col). When
+    a sample has more positions L than output channels co (the early, wide layers), one
+    matrix product per sample and group, (ci*K, L) @ (L, co), summed over samples: no
+    transpose of the large patch tensor. Otherwise (deep layers, few positions: the per-sample
+    products would be larger than the patches) the samples are moved next to the positions
+    and each group is one product over all of them, (co, N*L) @ (N*L, ci*K): resnet18's
+    layer3/layer4 gradients at batch 8 took 23-24 ms instead of 30-40 ms (torch: 18-21)."""
     cin, cout = int(ctx.static_shape(x)[1]), int(ctx.static_shape(w)[0])
     ci, co = cin // groups, cout // groups
     taps, positions = math.prod(kernel), math.prod(out_spatial)
@@ -379,6 +393,16 @@ def _conv_weight_grad(
         )
     p = ctx.emit("Reshape", patches, _i64(ctx, [-1, groups, ci * taps, positions]))
     q = ctx.emit("Reshape", ctx.value(g), _i64(ctx, [-1, groups, co, positions]))
+    if co > positions:
+        # whole rows of L positions move: (groups, ci*K, N, L) and (groups, co, N, L)
+        pt = ctx.emit("Transpose", p, perm=[1, 2, 0, 3])
+        pt = ctx.emit("Reshape", pt, _i64(ctx, [groups, ci * taps, -1]))
+        qt = ctx.emit("Transpose", q, perm=[1, 2, 0, 3])
+        qt = ctx.emit("Reshape", qt, _i64(ctx, [groups, co, -1]))
+        # (groups, co, N*L) @ (groups, N*L, ci*K); onnxruntime folds the Transpose into
+        # the product (FusedMatMul, transB)
+        gw = ctx.emit("MatMul", qt, ctx.emit("Transpose", pt, perm=[0, 2, 1]))
+        return ctx.emit("Reshape", gw, _i64(ctx, [cout, ci, *kernel]))
     q = ctx.emit("Transpose", q, perm=[0, 1, 3, 2])  # (N, groups, L, co): the small one
     per_sample = ctx.emit("MatMul", p, q)  # (N, groups, ci*K, co)
     gw = ctx.emit("Transpose", _sum(ctx, per_sample, [0], keepdims=0), perm=[0, 2, 1])
@@ -560,14 +584,18 @@ def batch_norm_train(ctx: LowerCtx) -> list[Value]:
     dtype, rank = ctx.dtype(x), ctx.rank(x)
     axes = [0] + list(range(2, rank))
     xv = ctx.value(x)
+    # y = d * (invstd * w) + b, the per-channel factor made first: one pass over x fewer
+    # (onnxruntime, 8x64x112x112: 9.1 ms instead of 11.2; ReduceSumSquare for the variance
+    # was slower than ReduceMean(d * d), 12.2 ms)
     mean = _mean(ctx, xv, axes)
     d = ctx.emit("Sub", xv, mean)
     var = _mean(ctx, ctx.emit("Mul", d, d), axes)
     invstd = ctx.emit("Reciprocal", ctx.emit("Sqrt", ctx.emit("Add", var, ctx.const(eps, dtype))))
-    y = ctx.emit("Mul", d, invstd)
     shape = _i64(ctx, _channel_shape(rank))
-    if w is not None:
-        y = ctx.emit("Mul", y, ctx.emit("Reshape", ctx.value(w), shape))
+    scale = (
+        invstd if w is None else ctx.emit("Mul", invstd, ctx.emit("Reshape", ctx.value(w), shape))
+    )
+    y = ctx.emit("Mul", d, scale)
     if b is not None:
         y = ctx.emit("Add", y, ctx.emit("Reshape", ctx.value(b), shape))
     flat = _i64(ctx, [-1])

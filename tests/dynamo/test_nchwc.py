@@ -1,0 +1,284 @@
+"""fxonnx/dynamo/_nchwc: run-time-weight convolutions in onnxruntime's NCHWc kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
+import pytest
+import torch
+from dynamo_helpers import assert_outputs_match, sgd_step_matches
+from onnx import TensorProto, helper
+from torch import nn
+
+import fxonnx.dynamo as fd
+from fxonnx.dynamo import _nchwc as nchwc
+
+BLOCK = nchwc.block_size()
+needs_nchwc = pytest.mark.skipif(BLOCK is None, reason="onnxruntime does not block convs here")
+
+
+def test_block_size_is_what_onnxruntime_uses_or_none():
+    assert BLOCK in (None, 8, 16)
+
+
+def _conv_model(
+    cin: int = 32,
+    cout: int = 32,
+    k: int = 3,
+    size: int = 32,
+    group: int = 1,
+    stride: int = 1,
+    weight_const: bool = False,
+) -> onnx.ModelProto:
+    """x [1, cin, size, size] (batch dynamic) conv w [cout, cin/group, k, k] + b."""
+    w_shape = [cout, cin // group, k, k]
+    attrs = dict(pads=[k // 2] * 4, group=group, strides=[stride, stride])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cin, size, size])]
+    inits = [onnx.numpy_helper.from_array(np.linspace(-1, 1, cout, dtype=np.float32), "b")]
+    w = np.random.default_rng(0).standard_normal(w_shape).astype(np.float32)
+    if weight_const:
+        inits.append(onnx.numpy_helper.from_array(w, "w"))
+    else:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, w_shape))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "conv",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def _run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+@needs_nchwc
+def test_rewritten_conv_matches_the_plain_one_for_every_weight():
+    """The weight is reordered in the graph on every call: two different weights (and a
+    second batch size) give the plain Conv's outputs."""
+    model = _conv_model()
+    done = nchwc.rewrite(model, BLOCK)
+    blocked = done.model
+    assert done.count == 1 and done.reorders == ()
+    assert [n.op_type for n in blocked.graph.node if n.domain == nchwc.DOMAIN] == [
+        "ReorderInput",
+        "Conv",
+        "ReorderOutput",
+    ]
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 32, 32, 32)).astype(np.float32)
+        w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+        want, got = _run(model, {"x": x, "w": w}), _run(blocked, {"x": x, "w": w})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "case,kwargs",
+    [
+        ("constant_weight", dict(weight_const=True)),  # onnxruntime's own optimizer does it
+        ("grouped", dict(group=2)),
+        ("channels_not_blocks", dict(cin=12)),
+        ("strided", dict(stride=2)),
+        ("pointwise", dict(k=1)),
+        ("few_positions", dict(size=8)),  # 64 positions: the weight reorder costs more
+    ],
+)
+def test_rewrite_holds_back(case: str, kwargs: dict):
+    model = _conv_model(**kwargs)
+    done = nchwc.rewrite(model, 16)
+    assert done.count == 0 and done.model is model, case
+
+
+def test_no_block_size_no_rewrite():
+    model = _conv_model()
+    assert nchwc.rewrite(model, None) == nchwc.Rewritten(model, 0)
+
+
+def _conv_transpose_model(pad: int, dilation: int, stride: int = 1) -> onnx.ModelProto:
+    """g [N, 32, 34, 34] conv-transposed with w [32, 16, 3, 3] (a conv's input gradient)."""
+    attrs = dict(pads=[pad] * 4, dilations=[dilation] * 2, strides=[stride] * 2)
+    graph = helper.make_graph(
+        [helper.make_node("ConvTranspose", ["g", "w"], ["y"], **attrs)],
+        "conv_transpose",
+        [
+            helper.make_tensor_value_info("g", TensorProto.FLOAT, ["N", 32, 34, 34]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [32, 16, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@needs_nchwc
+@pytest.mark.parametrize("pad,dilation", [(1, 1), (0, 1), (2, 1), (2, 2), (1, 2)])
+def test_conv_transpose_becomes_the_flipped_conv(pad: int, dilation: int):
+    """A stride-1 ConvTranspose is the Conv with the weight's channels swapped and its
+    kernel flipped, padded by d*(k-1) - p: same outputs, for two weights."""
+    model = _conv_transpose_model(pad, dilation)
+    done = nchwc.rewrite(model, BLOCK)
+    blocked = done.model
+    assert done.count == 1
+    assert "ConvTranspose" not in [n.op_type for n in blocked.graph.node]
+    rng = np.random.default_rng(2)
+    for batch in (1, 2):
+        g = rng.standard_normal((batch, 32, 34, 34)).astype(np.float32)
+        w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+        want, got = _run(model, {"g": g, "w": w}), _run(blocked, {"g": g, "w": w})
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("pad,stride", [(3, 1), (1, 2)])  # negative conv pads; strided
+def test_conv_transpose_rewrite_holds_back(pad: int, stride: int):
+    model = _conv_transpose_model(pad, 1, stride)
+    assert nchwc.rewrite(model, 16) == nchwc.Rewritten(model, 0)
+
+
+@needs_nchwc
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_weights_reordered_outside_the_graph_match(kind: str):
+    """reorder_outside: the weight input is replaced by the blocked one, which
+    Reorder.apply computes in torch; fed that, the model gives the plain model's outputs."""
+    if kind == "conv":
+        model, x_name, x_shape, w_shape = _conv_model(), "x", (2, 32, 32, 32), (32, 32, 3, 3)
+    else:
+        model, x_name, x_shape = _conv_transpose_model(1, 1), "g", (2, 32, 34, 34)
+        w_shape = (32, 16, 3, 3)
+    done = nchwc.rewrite(model, BLOCK, reorder_outside=True)
+    (reorder,) = done.reorders
+    assert reorder.source == "w"
+    inputs = [v.name for v in done.model.graph.input]
+    assert "w" not in inputs and reorder.name in inputs
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    blocked = reorder.apply(torch.from_numpy(w)).numpy()
+    want = _run(model, {x_name: x, "w": w})
+    got = _run(done.model, {x_name: x, reorder.name: blocked})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def _two_convs_model() -> onnx.ModelProto:
+    """x -> Conv(w1) -> Relu -> Conv(w2) -> y, plus the first conv's output as an output
+    when ``tap``."""
+    rng = np.random.default_rng(4)
+    b = onnx.numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b"], ["c1"], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_convs",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 32, 32]),
+            helper.make_tensor_value_info("w1", TensorProto.FLOAT, [32, 32, 3, 3]),
+            helper.make_tensor_value_info("w2", TensorProto.FLOAT, [32, 32, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [b],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@needs_nchwc
+def test_blocked_convs_fuse_their_relu_and_pass_the_blocked_tensor_on():
+    """Conv -> Relu -> Conv: the Relu becomes the first blocked conv's activation and the
+    blocked tensor goes straight into the second (one ReorderInput, one ReorderOutput);
+    the outputs are the plain model's."""
+    model = _two_convs_model()
+    done = nchwc.rewrite(model, BLOCK)
+    ops = [n.op_type for n in done.model.graph.node if n.op_type not in ("Reshape", "Transpose")]
+    assert ops == ["ReorderInput", "Conv", "Conv", "ReorderOutput"], ops
+    first = next(n for n in done.model.graph.node if n.op_type == "Conv")
+    assert helper.get_attribute_value(first.attribute[-1]) == b"Relu"
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": rng.standard_normal((2, 32, 32, 32)).astype(np.float32),
+        "w1": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+    }
+    np.testing.assert_allclose(_run(done.model, feeds), _run(model, feeds), rtol=1e-4, atol=1e-3)
+
+
+@needs_nchwc
+def test_a_blocked_output_read_elsewhere_is_reordered_back():
+    """When the first conv's output is also a graph output, nothing is fused away."""
+    model = _two_convs_model()
+    model.graph.output.append(helper.make_tensor_value_info("c1", TensorProto.FLOAT, None))
+    done = nchwc.rewrite(model, BLOCK)
+    ops = [n.op_type for n in done.model.graph.node if n.domain == nchwc.DOMAIN]
+    assert ops.count("ReorderOutput") == 2 and ops.count("ReorderInput") == 2
+    assert "Relu" in [n.op_type for n in done.model.graph.node]
+    rng = np.random.default_rng(6)
+    feeds = {
+        "x": rng.standard_normal((1, 32, 32, 32)).astype(np.float32),
+        "w1": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+    }
+    session = ort.InferenceSession(
+        done.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for got, want in zip(session.run(None, feeds), plain.run(None, feeds), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+class Convs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.bn, self.fc = nn.BatchNorm2d(32), nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c2(self.c1(x).relu())
+        return self.fc(self.bn(y).relu().mean((2, 3)))
+
+
+@needs_nchwc
+def test_compiled_inference_uses_nchwc_and_sees_weight_updates():
+    model, x = Convs().eval(), torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="fxonnx")
+    with torch.no_grad():
+        assert_outputs_match(model(x), compiled(x))
+        (part,) = fd.stats().partitions()
+        assert part.nchwc == 1  # c2; c1 has 3 input channels
+        assert len(part._reorders) == 1  # c2's weight, blocked in torch on every call
+        model.c2.weight.mul_(-0.5)  # the weights are session inputs: seen at once
+        assert_outputs_match(model(x), compiled(x))
+
+
+@needs_nchwc
+def test_compiled_sgd_step_with_nchwc_matches_eager():
+    stats = sgd_step_matches(Convs(), (torch.randn(2, 3, 32, 32),))
+    by_kind = {p.name.split(".")[1]: p for p in stats.partitions()}
+    assert by_kind["forward"].nchwc == 1  # c2
+    assert by_kind["backward"].nchwc == 1  # c2's input gradient, a ConvTranspose
+
+
+@needs_nchwc
+def test_freeze_bakes_the_plain_model_and_thaws_back_to_nchwc():
+    """freeze: the baked session is made from the plain model (onnxruntime blocks constant
+    weights itself, no reorder fed); after an in-place update the weights are inputs again,
+    through the NCHWc session and its torch-side reorder, and every call matches eager."""
+    model, x = Convs().eval(), torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="fxonnx", options={"freeze": True})
+    with torch.no_grad():
+        assert_outputs_match(model(x), compiled(x))
+        (part,) = fd.stats().partitions()
+        assert part._baked and part._reorders == ()
+        model.c2.weight.add_(0.25)
+        assert_outputs_match(model(x), compiled(x))
+        assert not part._baked and len(part._reorders) == 1
+        assert_outputs_match(model(x), compiled(x))
