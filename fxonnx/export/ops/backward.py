@@ -67,9 +67,10 @@ def native_dropout_backward(ctx: LowerCtx) -> Value:
     """native_dropout_backward(Tensor grad_output, Tensor mask, float scale): grad * (mask *
     scale), as torch computes it (a NaN gradient at a dropped position stays NaN). The mask
     comes from the forward's native_dropout, which stays in torch (its random mask)."""
-    dtype = ctx.out_dtype
+    dtype = ctx.out_dtype  # an integer gradient times the float scale is float, as in torch
+    grad = ctx.cast(ctx.input(0), dtype, ctx.dtype(ctx.arg(0)))
     keep = ctx.cast(ctx.input(1), dtype, ctx.dtype(ctx.arg(1)))
-    return ctx.emit("Mul", ctx.input(0), ctx.emit("Mul", keep, ctx.const(ctx.arg(2), dtype)))
+    return ctx.emit("Mul", grad, ctx.emit("Mul", keep, ctx.const(ctx.arg(2), dtype)))
 
 
 @lowers(aten.hardtanh_backward.default)
