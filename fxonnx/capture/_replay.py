@@ -97,11 +97,13 @@ class _Memo:
         self.repeated: set[int] = set()
         self.records: dict[Any, _Record | None] = {}
         self.stats: Counter[str] = Counter()
-        if _global_hooks():
-            return
+        containers = [m for m in model.modules() if m._modules]
+        kinds = Counter(type(m) for m in containers)
+        if _global_hooks() or all(n < 2 for n in kinds.values()):
+            return  # no two layers of one class: nothing can repeat (most small models)
         for m in model.modules():
             _module_signature(m, self.signatures)
-        layers = [m for m in model.modules() if m._modules and self.signatures[id(m)] is not None]
+        layers = [m for m in containers if self.signatures[id(m)] is not None]
         counts = Counter(self.signatures[id(m)] for m in layers)
         self.repeated = {id(m) for m in layers if counts[self.signatures[id(m)]] > 1}
 
