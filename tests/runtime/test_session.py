@@ -157,3 +157,41 @@ def test_pattern_pinned_reads_the_input_dims() -> None:
         nn.Linear(6, 3).eval(), (torch.randn(2, 6),), dynamic=False, provider="cpu"
     )
     assert not static.session.pattern_pinned  # no dynamic dim: one shape, one key
+
+
+def test_cpu_sessions_keep_add_and_layer_norm_unfused(tmp_path) -> None:
+    """onnxruntime's CPU SkipLayerNormalization is slower than the Add and LayerNormalization
+    it replaces (``SLOW_CPU_FUSIONS``); the session's optimized graph keeps the two, and the
+    numbers are the graph's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [2, 5, 8]
+    rng = np.random.default_rng(0)
+    gamma, beta = rng.random(8, dtype=np.float32), rng.random(8, dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "r"], ["s"]),
+            helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], epsilon=1e-5),
+        ],
+        "residual_norm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "r")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(gamma, "g"), numpy_helper.from_array(beta, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    session = Session(model.SerializeToString(), options=opts)
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops, ops
+    x, r = (
+        rng.standard_normal(shape, dtype=np.float32),
+        rng.standard_normal(shape, dtype=np.float32),
+    )
+    (y,) = session.run_numpy([x, r])
+    want = torch.nn.functional.layer_norm(
+        torch.from_numpy(x + r), (8,), torch.from_numpy(gamma), torch.from_numpy(beta), 1e-5
+    )
+    np.testing.assert_allclose(y, want.numpy(), rtol=1e-5, atol=1e-5)
