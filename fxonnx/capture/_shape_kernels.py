@@ -252,6 +252,15 @@ def _transpose(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     return _permuted(mode, x, order)
 
 
+def _t(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """``x.t()`` of a fake tensor of ``mode``, static sizes too (a Linear's weight: the mode's
+    cache is off in symbolic traces, so torch's own path costs 0.3 ms a call)."""
+    x = args[0]
+    if kwargs or not isinstance(x, FakeTensor) or x.fake_mode is not mode or x.dim() > 2:
+        return NotImplemented
+    return _permuted(mode, x, list(range(x.dim()))[::-1])
+
+
 def _permute(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     x, dims = args
     if kwargs or not _symbolic(mode, x) or len(dims) != x.dim():
@@ -272,6 +281,34 @@ def _unsqueeze(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     return _alias(
         x, mode, [*size[:dim], 1, *size[dim:]], [*stride[:dim], new_stride, *stride[dim:]]
     )
+
+
+def _expand(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """``x.expand(sizes)`` as torch's ``inferExpandGeometry`` computes it, each size comparison
+    decided by construction: a dim is kept when its size is the target (or -1), broadcast
+    (stride 0) when it is a static 1; anything else goes to torch."""
+    x, sizes = args[0], list(args[1])
+    if set(kwargs) - {"implicit"} or not _symbolic(mode, x) or len(sizes) < x.dim():
+        return NotImplemented
+    shape: list[Any] = [None] * len(sizes)
+    stride: list[Any] = [None] * len(sizes)
+    for i in range(len(sizes) - 1, -1, -1):
+        dim = i - (len(sizes) - x.dim())
+        if dim >= 0:
+            size, step = x.shape[dim], x.stride()[dim]
+        else:
+            size, step = 1, shape[i + 1] * stride[i + 1] if i + 1 < len(sizes) else 1
+        target = sizes[i]
+        if type(target) is int and target == -1:
+            if dim < 0:
+                return NotImplemented  # eager's error
+            target = size
+        if not _same_size(size, target):
+            if not _is_one(size) or (type(target) is int and target < 0):
+                return NotImplemented
+            size, step = target, 0
+        shape[i], stride[i] = size, step
+    return _alias(x, mode, shape, stride)
 
 
 def _same_kind(mode: FakeTensorMode, x: FakeTensor, *others: Any) -> bool:
@@ -479,6 +516,8 @@ def _kernels() -> dict[Any, _Kernel]:
     table[aten.transpose.int] = _transpose
     table[aten.permute.default] = _permute
     table[aten.unsqueeze.default] = _unsqueeze
+    table[aten.expand.default] = _expand
+    table[aten.t.default] = _t
     table[aten.convolution.default] = _convolution
     table[aten.max_pool2d_with_indices.default] = _max_pool2d_with_indices
     return table

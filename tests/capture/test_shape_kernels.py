@@ -101,6 +101,13 @@ CASES = [
     (aten.permute.default, [CL4, [0, 3, 1, 2]], {}),
     (aten.unsqueeze.default, [C3, 1], {}),
     (aten.unsqueeze.default, [T3, -1], {}),
+    (aten.t.default, [W], {}),
+    (aten.t.default, [C2], {}),
+    (aten.t.default, [V8], {}),
+    (aten.expand.default, [("contiguous", ("b", 1, 8), F32), ["b", "s", 8]], {}),
+    (aten.expand.default, [("contiguous", ("b", 1, 8), F32), [-1, 5, -1]], {}),
+    (aten.expand.default, [T3, [2, "b", 8, "s"]], {}),  # T3 is (b, 8, s), transposed
+    (aten.expand.default, [("contiguous", (1, "s"), F32), [3, "b", "s"]], {}),
     # convolutions and pooling with a symbolic batch and static spatial sizes
     (
         aten.convolution.default,
@@ -198,7 +205,14 @@ def test_kernel_matches_torch(op, args, kwargs) -> None:
         )
     if op._schema.name.endswith("_") or op in (aten.hardtanh_.default, aten.relu_.default):
         assert answered[0] is inputs[0]  # in place: the input itself
-    if op in (aten.view.default, aten.transpose.int, aten.permute.default, aten.unsqueeze.default):
+    if op in (
+        aten.view.default,
+        aten.transpose.int,
+        aten.permute.default,
+        aten.unsqueeze.default,
+        aten.expand.default,
+        aten.t.default,
+    ):
         assert StorageWeakRef(answered[0].untyped_storage()) == StorageWeakRef(
             inputs[0].untyped_storage()
         )
@@ -213,6 +227,8 @@ DECLINED = [
     (aten.add.Tensor, [C3, ("contiguous", ("s", "b", 8), F32)], {}),  # b == s would be a guard
     (aten._log_softmax.default, [T3, 1, False], {}),
     (aten.addmm.default, [V16, C2, ("contiguous", (4, 16), F32)], {}),  # mismatched k
+    (aten.expand.default, [C3, ["s", "s", 8]], {}),  # b == s would be a guard
+    (aten.expand.default, [C3, [-1, "b", "s", 8]], {}),  # a new dim of -1: eager's error
     # a symbolic length: its window arithmetic is torch's
     (
         aten.convolution.default,
