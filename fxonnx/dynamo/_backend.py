@@ -195,8 +195,21 @@ def backend(
     # aot_autograd traces forward and backward here: attention traced as torch's math
     # implementation becomes matmuls and softmax, and its backward their gradients (the
     # fused CPU kernel's backward has no rule; its decomposed forward would not feed it)
-    with sdpa_kernel([SDPBackend.MATH]):
+    with sdpa_kernel([SDPBackend.MATH]), _whole_recurrent_ops():
         return aot(gm, example_inputs)
+
+
+def _whole_recurrent_ops() -> Any:
+    """Without grad, recurrent layers (traced by dynamo when its ``allow_rnn`` is set) become
+    capture's whole ``fxonnx::`` ops, one ONNX RNN/GRU/LSTM each at any sequence length,
+    instead of torch's decomposition: one step per time step, and the LSTM's CPU path
+    ``mkldnn_rnn_layer``, which has no rule. Training graphs keep the decomposition: their
+    backward needs the per-step ops."""
+    import contextlib
+
+    from ..capture._recurrent import recurrent_as_whole_ops
+
+    return contextlib.nullcontext() if torch.is_grad_enabled() else recurrent_as_whole_ops()
 
 
 def _aot_compiler(
