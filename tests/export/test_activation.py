@@ -3,24 +3,12 @@ relu integer; each is compared with eager and the model is standard ONNX."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import onnx
 import pytest
 import torch
-from torch import nn
+from fn_module import Fn
 
 import fxonnx
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
 
 FNS = {
     "sigmoid": torch.sigmoid,

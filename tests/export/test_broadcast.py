@@ -6,16 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import nn
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
+from fn_module import Fn
 
 
 def _x(b: int) -> tuple:

@@ -8,19 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from fn_module import Fn
 from torch import nn
 
 from fxonnx.capture import capture
 from fxonnx.export import lower
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _g(b: int) -> torch.Generator:

@@ -9,18 +9,9 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from fn_module import Fn
 
 import fxonnx
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _ints(*shape: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:

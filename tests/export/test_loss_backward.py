@@ -8,21 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fn_module import Fn
 from torch import nn
 from torch.nn import functional as F
 
 import fxonnx
 
 aten = torch.ops.aten
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _x_t_g(b: int, probs: bool = False) -> tuple:

@@ -6,16 +6,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from fn_module import Fn
 from torch import nn
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _x(b: int) -> tuple:

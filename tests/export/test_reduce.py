@@ -7,20 +7,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from fn_module import Fn
 from torch import nn
 
 from fxonnx._errors import ExportError
 from fxonnx.capture import capture
 from fxonnx.export import lower
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _x(b: int) -> tuple:

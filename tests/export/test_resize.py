@@ -10,21 +10,13 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from fn_module import Fn
 from torch import nn
 
 from fxonnx import models
 from fxonnx._errors import ExportError
 from fxonnx.capture import capture
 from fxonnx.export import lower
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _rand(*shape: int) -> Callable[[int], tuple]:

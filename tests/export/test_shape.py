@@ -6,20 +6,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import nn
+from fn_module import Fn
 
 from fxonnx._errors import ExportError
 from fxonnx.capture import capture
 from fxonnx.export import lower
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.fn(*args)
 
 
 def _g(b: int) -> torch.Generator:

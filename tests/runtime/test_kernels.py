@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from fn_module import Fn
 from onnx import TensorProto
 from torch import nn
 
@@ -99,14 +100,6 @@ def test_bfloat16_transpose_into_a_widened_matmul_loads() -> None:
 
 
 # -- integers and bool -------------------------------------------------------------------------
-class Fn(nn.Module):
-    def __init__(self, fn) -> None:  # noqa: ANN001
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor):  # noqa: ANN201
-        return self.fn(*args)
-
 
 _B = torch.tensor([[True, False, True, False], [False, False, True, True]])
 _C = torch.tensor([[False, True, True, False], [True, False, False, True]])
