@@ -1,4 +1,5 @@
-"""Fake tensors for weights: parameters, buffers and folded constants (static shapes)."""
+"""Fake tensors made from metadata: for weights (parameters, buffers, folded constants) and for
+the outputs of replayed layers."""
 
 from __future__ import annotations
 
@@ -21,14 +22,20 @@ def fake_weights(mode: FakeTensorMode, tensors: list[torch.Tensor]) -> list[torc
         if not _plain_dense(t) or storages[t.untyped_storage().data_ptr()] > 1:
             out.append(mode.from_tensor(t, static_shapes=True))
             continue
-        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-        fake = FakeTensor(mode, meta, device=t.device)
+        fake = fake_like(mode, t)
         if t.requires_grad:
             fake.requires_grad_(True)
         if type(t) is nn.Parameter:
             fake._is_param = True  # isinstance(fake, nn.Parameter), as from_tensor gives
         out.append(fake)
     return out
+
+
+def fake_like(mode: FakeTensorMode, t: torch.Tensor) -> FakeTensor:
+    """A fresh fake tensor of ``mode`` with ``t``'s shape, strides, dtype and device (storage of
+    its own, no grad), made without dispatching through any mode."""
+    meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return FakeTensor(mode, meta, device=t.device)
 
 
 def _plain_dense(t: torch.Tensor) -> bool:

@@ -46,6 +46,7 @@ from torch.fx.experimental.proxy_tensor import (
     track_tensor_tree,
 )
 
+from ._fake_weights import fake_like
 from ._functionalize import is_view
 
 _ACTIVE: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar(
@@ -284,8 +285,7 @@ def _state_nodes(tracer: PythonKeyTracer, m: nn.Module) -> dict[str, fx.Node] | 
 def _fresh_like(t: FakeTensor) -> FakeTensor:
     """A new fake tensor with ``t``'s metadata, made without tracing anything."""
     with unset_fake_temporarily(), disable_proxy_modes_tracing():
-        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-    return FakeTensor(t.fake_mode, meta, device=t.device)
+        return fake_like(t.fake_mode, t)
 
 
 def _storage(t: torch.Tensor) -> int:

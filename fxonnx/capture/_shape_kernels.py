@@ -59,8 +59,15 @@ def _ours(mode: FakeTensorMode, x: Any) -> bool:
     return _symbolic(mode, x) and x.dtype in _FLOATS
 
 
-def _empty(mode: FakeTensorMode, like: FakeTensor, shape: Sequence[Any], fmt: Any) -> FakeTensor:
-    meta = torch.empty(shape, dtype=like.dtype, device="meta", memory_format=fmt)
+def _empty(
+    mode: FakeTensorMode,
+    like: FakeTensor,
+    shape: Sequence[Any],
+    fmt: Any,
+    dtype: torch.dtype | None = None,
+) -> FakeTensor:
+    """A new fake tensor on ``like``'s device, of ``like``'s dtype unless ``dtype`` is given."""
+    meta = torch.empty(shape, dtype=dtype or like.dtype, device="meta", memory_format=fmt)
     return FakeTensor(mode, meta, device=like.device)
 
 
@@ -467,10 +474,8 @@ def _max_pool2d_with_indices(mode: FakeTensorMode, args: Sequence[Any], kwargs: 
     if min(out) < 1:
         return NotImplemented
     shape = [*x.shape[:2], *out]
-    indices = FakeTensor(
-        mode, torch.empty(shape, dtype=torch.int64, device="meta"), device=x.device
-    )
-    return _empty(mode, x, shape, torch.contiguous_format), indices
+    fmt = torch.contiguous_format
+    return _empty(mode, x, shape, fmt), _empty(mode, x, shape, fmt, dtype=torch.int64)
 
 
 _POINTWISE = (

@@ -107,18 +107,18 @@ class Session:
     ) -> None:
         self.providers = resolve(provider)
         source = model if isinstance(model, bytes) else os.fspath(model)
-        if options is None and threads != 1 and self.providers[0] != CUDA:
+        on_cpu = self.providers[0] != CUDA
+        if options is None and threads != 1 and on_cpu:
             racy = _racy_nodes(source)
             if racy:  # wrong results beat no speed-up: see runtime/_races
                 log.info("fxonnx: session on 1 onnxruntime thread: %s", racy[0])
                 threads = 1
-        slow = SLOW_CPU_FUSIONS if self.providers[0] != CUDA else []
         try:
             self._session = ort.InferenceSession(
                 source,
                 options or session_options(threads),
                 providers=self.providers,
-                disabled_optimizers=slow,
+                disabled_optimizers=SLOW_CPU_FUSIONS if on_cpu else [],
             )
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300]
