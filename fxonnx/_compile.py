@@ -127,23 +127,16 @@ class CompiledModel:
         if not kwargs and self._seen is not None:
             outs = self._seen(args)
             if outs is not None:
-                if self._leaf:
-                    return outs[0]
-                if self._tuple:
-                    return tuple(outs)
-                if self._keys:
-                    return dict(zip(self._keys, outs, strict=True))
                 return self._structure(outs)
         return self._structure(self.run_flat(args, kwargs))
 
     def _structure(self, outs: list[torch.Tensor]) -> Any:
-        kind = self._fast.out_kind
-        if kind == "leaf":
+        if self._leaf:
             return outs[0]
-        if kind == "tuple":
+        if self._tuple:
             return tuple(outs)
-        if kind == "dict":
-            return dict(zip(self._fast.keys, outs, strict=True))
+        if self._keys:  # a flat dict: no pytree (about 2 µs a call)
+            return dict(zip(self._keys, outs, strict=True))
         outs = iter(outs)
         leaves = [
             leaf.value if isinstance(leaf, ConstantLeaf) else next(outs)
