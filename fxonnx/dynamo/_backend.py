@@ -9,6 +9,7 @@ once per graph), the rest runs in torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import weakref
@@ -20,6 +21,7 @@ import torch
 from torch import fx
 
 from .._errors import FxonnxError
+from ..capture._recurrent import recurrent_as_whole_ops
 from ..export.ops.backward import TRAINING_META
 from ._onnx_module import make_partition
 from ._options import Options
@@ -205,10 +207,6 @@ def _whole_recurrent_ops() -> Any:
     instead of torch's decomposition: one step per time step, and the LSTM's CPU path
     ``mkldnn_rnn_layer``, which has no rule. Training graphs keep the decomposition: their
     backward needs the per-step ops."""
-    import contextlib
-
-    from ..capture._recurrent import recurrent_as_whole_ops
-
     return contextlib.nullcontext() if torch.is_grad_enabled() else recurrent_as_whole_ops()
 
 
