@@ -64,3 +64,30 @@ def test_einsum_matches_eager(name: str) -> None:
     model = Fn(lambda *t: torch.einsum(equation, *t))
     cm = fxonnx.compile(model, inputs, dynamic_dims=None, verify=False, provider="cpu")
     torch.testing.assert_close(cm(*inputs), model(*inputs), rtol=1e-5, atol=1e-5)
+
+
+FLOAT_LINEARS = {
+    # name: (input shape, dynamic dims of the input, expected matrix-product op)
+    "3d_dynamic_batch": ((3, 5, 6), {0: "batch"}, "Gemm"),
+    "4d_dynamic_middle": ((2, 3, 4, 6), {1: "rows"}, "Gemm"),
+    "3d_static": ((3, 5, 6), None, "Gemm"),
+    "3d_two_dynamic": ((3, 5, 6), {0: "batch", 1: "seq"}, "MatMul"),
+    "3d_zero_rows": ((3, 0, 6), None, "Gemm"),
+    "3d_zero_rows_dynamic_batch": ((3, 0, 6), {0: "batch"}, "MatMul"),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT_LINEARS))
+def test_nd_float_linear_is_one_gemm_when_reshapes_are_constant(name: str) -> None:
+    """An N-D linear is Reshape, Gemm (bias inside), Reshape when at most one leading dim is
+    dynamic: what onnxruntime makes of static shapes, which it cannot do with a dynamic one."""
+    shape, dims, product = FLOAT_LINEARS[name]
+    layer = torch.nn.Linear(6, 4)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    cm = fxonnx.compile(layer, (x,), dynamic_dims=None if dims is None else {0: dims})
+    ops = [n.op_type for n in cm.onnx_model.graph.node]
+    assert product in ops and ({"Gemm", "MatMul"} - {product}).isdisjoint(ops)
+    sizes = [shape] + [tuple(s + 2 if i in (dims or {}) else s for i, s in enumerate(shape))]
+    for size in sizes:
+        x = torch.randn(size, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(cm(x), layer(x), rtol=1e-5, atol=1e-5)

@@ -22,12 +22,13 @@ def optimize(
     passes: Sequence[Any],
     batch: int = 2,
     verify_each: bool = True,
+    dynamic_dims: Any = "auto",
     **kw: Any,
 ) -> tuple[Captured, Captured, dict[str, dict]]:
     """(original, optimized, {pass name: stats}), by default with per-pass verification."""
     module.eval()
     x = make(batch)
-    captured = capture(module, x)
+    captured = capture(module, x, dynamic_dims=dynamic_dims)
     out, stats = run_passes(captured, list(passes), verify_each=verify_each, example_inputs=x, **kw)
     return captured, out, {s["name"]: s["stats"] for s in stats}
 

@@ -29,6 +29,7 @@ class ConvBN(nn.Module):
 
 
 def test_prune_ratio_shrinks_the_model_and_reports_its_cost() -> None:
+    torch.manual_seed(0)  # the deviation bound depends on the weights, not on earlier tests
     model, make = ConvBN().eval(), randn(3, 8, 8)
     before, after, stats = optimize(model, make, ["const_fold", "dce"], prune=0.3)
     s = stats["prune"]

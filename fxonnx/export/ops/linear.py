@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..._errors import ExportError
+from ...passes.linear_nd import gemm_reshapes
 from .._ctx import LowerCtx, Value
 from .._registry import lowers, one_to_one
 from ._common import promoted
@@ -30,12 +31,22 @@ one_to_one(
 @lowers(aten.linear.default)
 def linear(ctx: LowerCtx) -> Value:
     """linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor: x @ W^T + b.
-    2-D float input becomes one Gemm(transB=1); higher ranks and integers (onnxruntime has no
-    integer Gemm kernel, it has integer MatMul) MatMul with W^T, then Add."""
+    Float input becomes one Gemm(transB=1), between two Reshapes when it is not 2-D and the
+    Reshape targets can be constants (see ``gemm_reshapes``); other ranks and integers
+    (onnxruntime has no integer Gemm kernel, it has integer MatMul) MatMul with W^T, then Add."""
     x, w, b = ctx.arg(0), ctx.arg(1), ctx.arg(2)
-    if ctx.rank(x) == 2 and ctx.out_dtype.is_floating_point:
+    if ctx.out_dtype.is_floating_point:
         bias = None if b is None else ctx.value(b)
-        return ctx.emit("Gemm", ctx.value(x), ctx.value(w), bias, transB=1)
+        if ctx.rank(x) == 2:
+            return ctx.emit("Gemm", ctx.value(x), ctx.value(w), bias, transB=1)
+        flat = gemm_reshapes(ctx.static_shape(x), ctx.static_shape(w))
+        if flat is not None:
+            zero = 1 if 0 in flat[0] + flat[1] else None  # else a 0 copies the input dim
+            rows = ctx.emit(
+                "Reshape", ctx.value(x), ctx.const(flat[0], torch.int64), allowzero=zero
+            )
+            y = ctx.emit("Gemm", rows, ctx.value(w), bias, transB=1)
+            return ctx.emit("Reshape", y, ctx.const(flat[1], torch.int64), allowzero=zero)
     wt = ctx.emit("Transpose", ctx.value(w), perm=[1, 0])
     y = ctx.emit("MatMul", ctx.value(x), wt)
     return y if b is None else ctx.emit("Add", y, ctx.value(b))
