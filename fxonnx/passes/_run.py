@@ -22,6 +22,7 @@ DEFAULT: tuple[str, ...] = (
     "qkv_heads",
     "transpose",
     "cse",
+    "known_values",
     "fuse_gelu",
     "fuse_layer_norm",
     "fuse_attention",
