@@ -84,6 +84,20 @@ _VIEWS = (
 )
 
 
+_FILLS = {  # factories of one value: how to read it from the args
+    aten.ones.default: lambda args: 1,
+    aten.zeros.default: lambda args: 0,
+    aten.new_ones.default: lambda args: 1,
+    aten.new_zeros.default: lambda args: 0,
+    aten.ones_like.default: lambda args: 1,
+    aten.zeros_like.default: lambda args: 0,
+    aten.full.default: lambda args: args[1],
+    aten.new_full.default: lambda args: args[2],
+    aten.full_like.default: lambda args: args[1],
+    aten.scalar_tensor.default: lambda args: args[0],
+}
+
+
 class Facts:
     """The affine fact of each int/bool node that has one, computed in graph order."""
 
@@ -110,6 +124,11 @@ class Facts:
             if type(start) is int and type(step) is int:
                 return _normalized(start, [step], node)
             return None
+        if target in _FILLS:
+            fill = _FILLS[target](args)
+            if type(fill) not in (int, bool):
+                return None
+            return Affine(_cast(int(fill), val(node).dtype), (0,) * val(node).dim())
         if target in _VIEWS or target in (aten.to.dtype, aten._to_copy.default):
             x, dtype = self.of(args[0]), val(node).dtype
             if x is None or dtype not in _EXACT or (dtype == torch.bool and not x.uniform):
@@ -117,6 +136,8 @@ class Facts:
             return Affine(_cast(x.offset, val(node).dtype), x.steps) if x.uniform else x
         if target is aten.unsqueeze.default:
             return self._unsqueeze(node)
+        if target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default):
+            return self._reshape(node)
         if target is aten.expand.default:
             x = self.of(args[0])
             if x is None:
@@ -166,6 +187,23 @@ class Facts:
             return None
         dim = node.args[1] % val(node).dim()
         return Affine(x.offset, x.steps[:dim] + (0,) + x.steps[dim:])
+
+    def _reshape(self, node: fx.Node) -> Affine | None:
+        """A reshape that only adds or drops dims of size 1 keeps each other dim's step."""
+        x = self.of(node.args[0])
+        if x is None:
+            return None
+        before = [(d, s) for d, s in zip(val(node.args[0]).shape, x.steps, strict=True)]
+        kept = [(d, s) for d, s in before if static_dim(d) != 1]
+        after = [i for i, d in enumerate(val(node).shape) if static_dim(d) != 1]
+        if len(kept) != len(after):
+            return None
+        steps = [0] * val(node).dim()
+        for (d, step), i in zip(kept, after, strict=True):
+            if not same_dim(d, val(node).shape[i]):
+                return None
+            steps[i] = step
+        return Affine(x.offset, tuple(steps))
 
     def _slice(self, node: fx.Node) -> Affine | None:
         x = self.of(node.args[0])
@@ -260,7 +298,9 @@ def _reinfer(users: list[fx.Node]) -> None:
 @register
 class KnownValues(Pass):
     """Rewritten: ``and``/``or`` with an operand that is all True (all False) become their other
-    operand. Misses: ``shape_differs`` (the other operand broadcasts, and some use would see
+    operand; ``index_as_view``: ``x[arange(n0)[:, None], arange(n1)]``-style indexing that
+    reads every element in order (how model libraries broadcast a padding mask) becomes
+    unsqueezes of ``x``. Misses: ``shape_differs`` (the other operand broadcasts, and some use would see
     the smaller shape)."""
 
     name = "known_values"
@@ -269,6 +309,10 @@ class KnownValues(Pass):
         stats: Counter[str] = Counter()
         facts = Facts(ctx.gm.graph)
         for node in list(ctx.gm.graph.nodes):
+            if is_call(node, aten.index.Tensor):
+                if _index_as_unsqueezes(facts, node):
+                    stats["index_as_view"] += 1
+                continue
             name = getattr(node.target, "__name__", "").split(".")[0]
             if node.op != "call_function" or name not in _LOGICAL or len(node.args) != 2:
                 continue
@@ -288,7 +332,8 @@ class KnownValues(Pass):
             if not same:
                 _reinfer(users)
             stats["rewritten"] += 1
-        return PassResult(ctx.gm, modified=stats["rewritten"] > 0, stats=dict(stats))
+        modified = stats["rewritten"] + stats["index_as_view"] > 0
+        return PassResult(ctx.gm, modified=modified, stats=dict(stats))
 
 
 def _other_operand(facts: Facts, node: fx.Node, identity: int) -> Any:
@@ -300,3 +345,37 @@ def _other_operand(facts: Facts, node: fx.Node, identity: int) -> Any:
             if fact.offset == identity:
                 return other
     return None
+
+
+def _index_as_unsqueezes(facts: Facts, node: fx.Node) -> bool:
+    """``x[i0, ..., ik]`` where each ``id`` is ``arange(x.shape[d])`` laid along its own output
+    dim, in order, and every other output dim has size 1: that is ``x`` with unsqueezes."""
+    x, indices = node.args
+    out = val(node)
+    if len(indices) != val(x).dim() or any(i is None for i in indices):
+        return False
+    placed: list[int] = []
+    for d, index in enumerate(indices):
+        fact = facts.of(index)
+        if fact is None or fact.offset != 0:
+            return False
+        steps = (0,) * (out.dim() - len(fact.steps)) + fact.steps
+        along = [o for o, step in enumerate(steps) if step]
+        if len(along) != 1 or steps[along[0]] != 1:
+            return False
+        if not same_dim(out.shape[along[0]], val(x).shape[d]):
+            return False
+        placed.append(along[0])
+    if placed != sorted(set(placed)):
+        return False
+    if any(static_dim(out.shape[o]) != 1 for o in range(out.dim()) if o not in placed):
+        return False
+    graph, y = node.graph, x
+    with graph.inserting_before(node):
+        for o in range(out.dim()):
+            if o not in placed:
+                y = graph.call_function(aten.unsqueeze.default, (y, o))
+                infer_meta(y)
+    node.replace_all_uses_with(y)
+    graph.erase_node(node)
+    return True

@@ -99,19 +99,20 @@ def test_an_operand_that_only_broadcasts_is_not_used_where_its_shape_shows() -> 
 
 
 class SameShape(nn.Module):
-    """``x > 0`` and-ed with an all-True and or-ed with an all-False tensor of its shape."""
+    """``x > 0`` and-ed with all-True tensors (one of its shape, one scalar) and or-ed with an
+    all-False one."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ramp = torch.arange(x.shape[-1]).expand(x.shape)
         steps = torch.diff(ramp, prepend=ramp[..., :1] - 1)
-        kept = (x > 0) & (steps == 1)
+        kept = (x > 0) & (steps == 1) & x.new_ones((), dtype=torch.bool)  # as libraries start
         return (kept | (steps != 1)).float()
 
 
 def test_identity_operands_of_and_or_are_dropped_when_shapes_agree() -> None:
     model = SameShape()
     _, after, stats = optimize(model, _x, ["known_values", "dce"])
-    assert stats["known_values"] == {"rewritten": 2}
+    assert stats["known_values"] == {"rewritten": 3}
     assert aten.diff.default not in call_targets(after)
     assert_outputs_match(model, after, _x)
 
@@ -162,3 +163,45 @@ def test_library_style_llama_loses_its_packed_check() -> None:
     for batch, seq in itertools.product((1, 3), (5, 16)):
         ids = torch.randint(0, 64, (batch, seq), generator=torch.Generator().manual_seed(seq))
         torch.testing.assert_close(cm(ids)["logits"], model(ids)["logits"], rtol=1e-4, atol=1e-5)
+
+
+class PaddingMask(nn.Module):
+    """The padding half of a library mask: ``mask[batch_idx, kv_idx]`` with broadcast aranges
+    (in order, or shifted by one / transposed, which are real gathers)."""
+
+    def __init__(self, kind: str = "in_order") -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        b, s = attention_mask.shape
+        padding = attention_mask.bool()
+        batch_idx = torch.arange(b)[:, None, None, None]
+        kv_idx = torch.arange(s)[None, None, None, :]
+        if self.kind == "shifted":
+            kv_idx = (kv_idx + 1) % s
+        if self.kind == "transposed":
+            return padding[torch.arange(b).view(1, 1, 1, b), kv_idx.view(1, 1, s, 1)].float()
+        return x.masked_fill(~padding[batch_idx, kv_idx], 0.0)
+
+
+def _padded(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(batch)
+    mask = torch.ones(batch, 6, dtype=torch.int64)
+    mask[0, :2] = 0
+    return torch.randn(batch, 2, 6, 6, generator=gen), mask
+
+
+def test_indexing_that_reads_every_element_in_order_becomes_unsqueezes() -> None:
+    model = PaddingMask()
+    before, after, stats = optimize(model, _padded, ["known_values"])
+    assert stats["known_values"] == {"index_as_view": 1}
+    assert aten.index.Tensor in call_targets(before)
+    assert aten.index.Tensor not in call_targets(after)
+    assert_outputs_match(model, after, _padded, batches=(2, 3))
+    for kind in ("shifted", "transposed"):
+        other = PaddingMask(kind)
+        _, after, stats = optimize(other, _padded, ["known_values"])
+        assert "index_as_view" not in stats["known_values"], kind
+        assert aten.index.Tensor in call_targets(after), kind
+        assert_outputs_match(other, after, _padded, batches=(2, 3))
