@@ -123,7 +123,18 @@ def _measure(calls: dict[str, object], rounds: int, budget: float) -> dict[str, 
             samples[k].append((time.perf_counter() - t0) / iters[k])
     out: dict[str, object] = dict(calls)
     out.update({k: statistics.median(v) for k, v in samples.items()})
+    out["rounds"] = samples
     return out
+
+
+def _round_ratios(samples: dict[str, list[float]], peers: list[str]) -> list[float]:
+    """fxonnx / the best peer within each round: their spread says whether a median ratio
+    near 1 is a difference or noise (a machine that slowed down slows every column)."""
+    present = [p for p in peers if p in samples]
+    if "fxonnx" not in samples or not present:
+        return []
+    rounds = zip(samples["fxonnx"], *(samples[p] for p in present), strict=True)
+    return sorted(ours / min(theirs) for ours, *theirs in rounds)
 
 
 def main() -> None:
@@ -139,8 +150,12 @@ def main() -> None:
     logging.getLogger("torch").setLevel(logging.ERROR)
     peers = [p for p in args.peers.split(",") if p]
     labels = ["fxonnx", *peers]
-    print("| model | batch | " + " | ".join(f"{lb} ms" for lb in labels) + " | fxonnx / best |")
-    print("|---|---:|" + "---:|" * (len(labels) + 1))
+    print(
+        "| model | batch | "
+        + " | ".join(f"{lb} ms" for lb in labels)
+        + " | fxonnx / best | per-round ratio, min-max |"
+    )
+    print("|---|---:|" + "---:|" * (len(labels) + 2))
     t_start = time.perf_counter()
     for name in args.models.split(","):
         built = _build(name, peers)
@@ -152,7 +167,9 @@ def main() -> None:
             best = [got[p] for p in peers if isinstance(got.get(p), float)]
             ours = got["fxonnx"]
             ratio = f"{ours / min(best):.2f}" if best and isinstance(ours, float) else ""
-            print(f"| {name} | {b} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
+            spread = _round_ratios(got["rounds"], peers)
+            span = f"{spread[0]:.2f}-{spread[-1]:.2f}" if spread else ""
+            print(f"| {name} | {b} | " + " | ".join(cells) + f" | {ratio} | {span} |", flush=True)
     print(f"\n{time.perf_counter() - t_start:.0f} s in all")
 
 
