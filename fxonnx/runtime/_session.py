@@ -92,6 +92,18 @@ def _racy_nodes(source: bytes | str) -> list[str]:
     return racy_on_threads(onnx.load_from_string(data))
 
 
+def _load(
+    source: bytes | str, options: ort.SessionOptions, providers: list, disabled: list[str]
+) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            source, options, providers=providers, disabled_optimizers=disabled
+        )
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise RuntimeSessionError(f"onnxruntime could not load the model: {first}") from e
+
+
 class Session:
     """Runs an ONNX model (bytes or a path) on ``provider``, validating inputs by name. A
     model with an op whose CPU kernel races on several threads (``_races``) runs on one,
@@ -113,16 +125,15 @@ class Session:
             if racy:  # wrong results beat no speed-up: see runtime/_races
                 log.info("fxonnx: session on 1 onnxruntime thread: %s", racy[0])
                 threads = 1
-        try:
-            self._session = ort.InferenceSession(
-                source,
-                options or session_options(threads),
-                providers=self.providers,
-                disabled_optimizers=SLOW_CPU_FUSIONS if on_cpu else [],
+        disabled = SLOW_CPU_FUSIONS if on_cpu else []
+        self._session = _load(source, options or session_options(threads), self.providers, disabled)
+        if any(d == 0 for i in self._session.get_inputs() for d in i.shape):
+            # an input of static zero size: onnxruntime's MatMulAddFusion reshapes it for a
+            # Gemm with 0 read as "copy the dim" and fails at run time ([3, 0, 6] -> [3, 6])
+            disabled = [*disabled, "MatMulAddFusion"]
+            self._session = _load(
+                source, options or session_options(threads), self.providers, disabled
             )
-        except Exception as e:
-            first = str(e).strip().splitlines()[0][:300]
-            raise RuntimeSessionError(f"onnxruntime could not load the model: {first}") from e
         meta = self._session.get_modelmeta().custom_metadata_map
         self.dim_constraints = constraints_from_json(meta.get(METADATA_KEY))
         self.inputs = _specs(self._session.get_inputs())

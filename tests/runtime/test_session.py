@@ -195,3 +195,21 @@ def test_cpu_sessions_keep_add_and_layer_norm_unfused(tmp_path) -> None:
         torch.from_numpy(x + r), (8,), torch.from_numpy(gamma), torch.from_numpy(beta), 1e-5
     )
     np.testing.assert_allclose(y, want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 6), (0, 4, 6)])
+def test_a_static_zero_size_matmul_plus_bias_runs(shape: tuple[int, ...]) -> None:
+    """onnxruntime's MatMulAddFusion reshapes a static [3, 0, 6] input to [3, 6] for its Gemm
+    (0 read as "copy the dim") and fails at run time; a Session with a zero-size input leaves
+    that fusion off, and the empty result has eager's shape."""
+    w, b = torch.randn(6, 4), torch.randn(4)
+
+    class Affine(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ w + b
+
+    x = torch.randn(shape)
+    cm = fxonnx.compile(Affine(), (x,), dynamic_dims=None, provider="cpu")
+    assert [n.op_type for n in cm.onnx_model.graph.node] == ["MatMul", "Add"]
+    got = cm(x)
+    assert got.shape == Affine()(x).shape == (*shape[:2], 4)
