@@ -18,6 +18,7 @@ from . import ops  # noqa: F401  (registers the rules)
 from ._builder import GraphBuilder
 from ._ctx import LowerCtx
 from ._registry import rule_for
+from ._workarounds import cast_before_transpose
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,12 @@ def lower(
             hint="compile with dynamic_dims=None to export a static graph meanwhile",
         )
     builder.set_outputs(values, [s.name for s in captured.outputs], captured.outputs)
+    graph = builder.graph()
+    cast_before_transpose(graph)
     opsets = [helper.make_opsetid("", opset)]
     opsets += [helper.make_opsetid(d, v) for d, v in builder.opset_domains.items()]
     model = helper.make_model(
-        builder.graph(),
+        graph,
         opset_imports=opsets,
         ir_version=IR_VERSION,
         producer_name="fxonnx",
