@@ -18,6 +18,9 @@ from ._infra import Pass, PassContext, PassResult, register
 from .cse import is_deterministic
 
 DEFAULT_LIMIT = 4096  # elements; a result this small is always worth a constant
+FOLDED_FROM = "fxonnx_folded_from"
+"""``meta`` key of a folded constant's placeholder: the state names its value was computed
+from (verification holds a parameter still when a constant baked a copy of it)."""
 
 
 @register
@@ -79,6 +82,7 @@ class FoldConstants(Pass):
             if value.untyped_storage().data_ptr() in storages:  # a view of a weight: copy it
                 value = value.clone()
             const = add_constant(captured, value, f"folded_{node.name}")
+            const.meta[FOLDED_FROM] = tuple(sorted(cone[node]))
             node.replace_all_uses_with(const)
             stats["folded"] += 1
         if stats["folded"]:

@@ -57,6 +57,22 @@ def _onnx_session(
     return session, as_inputs, feed_names, [s.name for s in captured.user_inputs]
 
 
+def baked_sources(captured: Captured) -> set[str]:
+    """State that a folded constant copied (const_fold's ``FOLDED_FROM``, by placeholder
+    name), by state name: a parameter the
+    graph still reads elsewhere (a tied embedding that a folded transpose feeds the LM head
+    from) would move in eager along both uses but in the ONNX model along one."""
+    from ..passes.const_fold import FOLDED_FROM
+
+    placeholders = [n for n in captured.gm.graph.nodes if n.op == "placeholder"]
+    state_name = {n.name: s.name for n, s in zip(placeholders, captured.inputs, strict=True)}
+    return {
+        state_name.get(name, name)
+        for node in placeholders
+        for name in node.meta.get(FOLDED_FROM, ())
+    }
+
+
 def directional_checks(
     model: nn.Module,
     args: tuple,
@@ -102,7 +118,7 @@ def directional_checks(
         h, rtol = fd[torch.float32]
     else:
         h, rtol = fd[dtype]
-    moving, follows = _moving(feed_names, point, params64)
+    moving, follows = _moving(feed_names, point, params64, baked_sources(captured))
 
     def f(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values = dict(point)
@@ -182,16 +198,20 @@ def _jvp(f: Any, primals: tuple, tangents: tuple) -> tuple[torch.Tensor, ...]:
 
 
 def _moving(
-    feed_names: list[str], point: dict[str, torch.Tensor], params: dict[str, torch.Tensor]
+    feed_names: list[str],
+    point: dict[str, torch.Tensor],
+    params: dict[str, torch.Tensor],
+    baked: set[str] = frozenset(),
 ) -> tuple[list[str], dict[str, str]]:
     """The ONNX inputs a direction moves, and for parameters the passes merged into another
     (bit-identical, weight dedup) the one whose value they follow in eager. Parameters folded
-    into constants stay put on both sides; so do tied groups whose survivor is ambiguous."""
+    into constants stay put on both sides, those a constant copied (``baked``) included; so do
+    tied groups whose survivor is ambiguous."""
     from ._gradients import _tied_groups
 
     present = {n for n in feed_names if n in params}
     follows: dict[str, str] = {}
-    frozen: set[str] = set()
+    frozen: set[str] = set(baked)
     for group in _tied_groups(params, present, []):
         kept = [n for n in group if n in present]
         if len(kept) == 1:

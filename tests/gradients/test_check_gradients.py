@@ -218,3 +218,27 @@ def test_zoo_float64(name: str, passes: str) -> None:
     )
     assert report.ok, str(report)
     assert next(c for c in report.checks if c.name == "gradcheck").ok
+
+
+class TiedLM(nn.Module):
+    """GPT-2's layout: the LM head reuses the token embedding. With batch and seq dynamic the
+    head stays a MatMul whose transposed weight const_fold bakes, while the embedding still
+    reads the parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(50, 16)
+        self.mix = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mix(self.wte(ids))))
+
+
+def test_directional_checks_hold_a_parameter_still_when_a_constant_copied_it() -> None:
+    model = TiedLM()
+    ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    report = fxonnx.check_gradients(model, (ids,), dynamic_dims={0: {0: "batch", 1: "seq"}})
+    directional = [c for c in report.checks if c.kind == "directional"]
+    assert report.ok and directional and all(c.ok for c in directional), str(report)
