@@ -19,8 +19,9 @@ from .cse import is_deterministic
 
 DEFAULT_LIMIT = 4096  # elements; a result this small is always worth a constant
 FOLDED_FROM = "fxonnx_folded_from"
-"""``meta`` key of a folded constant's placeholder: the state names its value was computed
-from (verification holds a parameter still when a constant baked a copy of it)."""
+"""``meta`` key of a folded constant's placeholder: the parameter/buffer names its value was
+computed from, through earlier folds too (verification holds a parameter still when a
+constant baked a copy of it)."""
 
 
 @register
@@ -43,6 +44,7 @@ class FoldConstants(Pass):
         captured = ctx.captured
         values: dict[fx.Node, Any] = {}
         cone: dict[fx.Node, dict[str, int]] = {}  # state leaves (name -> numel) a value reads
+        sources: dict[fx.Node, frozenset[str]] = {}  # the state names behind a value
         specs = placeholder_specs(captured)
         for node in captured.gm.graph.nodes:
             if node.op in ("placeholder", "get_attr"):
@@ -50,6 +52,8 @@ class FoldConstants(Pass):
                 if t is not None:
                     values[node] = t
                     cone[node] = {node.name: t.numel()}
+                    own = specs[node].name if node in specs else str(node.target)
+                    sources[node] = frozenset(node.meta.get(FOLDED_FROM, (own,)))
                 continue
             if node.op != "call_function":
                 continue
@@ -63,6 +67,7 @@ class FoldConstants(Pass):
             kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
             values[node] = node.target(*args, **kwargs)
             cone[node] = {k: v for n in inputs for k, v in cone[n].items()}
+            sources[node] = frozenset().union(*(sources[n] for n in inputs))
         storages = {t.untyped_storage().data_ptr() for t in captured.state.values()}
         rejected: set[fx.Node] = set()  # constant nodes that stay nodes (too large, not tensors)
         for node, value in reversed(values.items()):  # users before producers
@@ -82,7 +87,7 @@ class FoldConstants(Pass):
             if value.untyped_storage().data_ptr() in storages:  # a view of a weight: copy it
                 value = value.clone()
             const = add_constant(captured, value, f"folded_{node.name}")
-            const.meta[FOLDED_FROM] = tuple(sorted(cone[node]))
+            const.meta[FOLDED_FROM] = tuple(sorted(sources[node]))
             node.replace_all_uses_with(const)
             stats["folded"] += 1
         if stats["folded"]:

@@ -11,6 +11,7 @@ from torch import fx
 
 from ._graph import placeholder_specs, remove_unused_state
 from ._infra import Pass, PassContext, PassResult, register
+from .const_fold import FOLDED_FROM
 
 
 @register
@@ -24,7 +25,8 @@ class DedupWeights(Pass):
         stats: Counter[str] = Counter()
         captured = ctx.captured
         groups: dict[tuple, list[tuple[fx.Node, torch.Tensor, np.ndarray]]] = {}
-        for node, spec in placeholder_specs(captured).items():
+        specs = placeholder_specs(captured)
+        for node, spec in specs.items():
             if spec.kind == "input" or not node.users:
                 continue
             t = captured.state[spec.name]
@@ -41,11 +43,23 @@ class DedupWeights(Pass):
             if match is None:
                 groups.setdefault(key, []).append((node, t, head))
                 continue
+            _merge_sources(match, node, specs)
             node.replace_all_uses_with(match)
             stats["merged"] += 1
         if stats["merged"]:
             remove_unused_state(captured)
         return PassResult(ctx.gm, modified=stats["merged"] > 0, stats=dict(stats))
+
+
+def _merge_sources(kept: fx.Node, gone: fx.Node, specs: dict) -> None:
+    """A folded constant merged with a parameter (a zero bias scaled by a folded scalar, equal
+    to another zero bias) makes the survivor stand for a baked value too: it carries the
+    constant's sources and its own name (``FOLDED_FROM``), so verification holds it still."""
+    if FOLDED_FROM not in kept.meta and FOLDED_FROM not in gone.meta:
+        return
+    names = set(kept.meta.get(FOLDED_FROM, ())) | set(gone.meta.get(FOLDED_FROM, ()))
+    names |= {specs[n].name for n in (kept, gone) if specs[n].kind != "constant"}
+    kept.meta[FOLDED_FROM] = tuple(sorted(names))
 
 
 def _head(t: torch.Tensor) -> np.ndarray:

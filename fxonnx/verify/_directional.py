@@ -58,17 +58,15 @@ def _onnx_session(
 
 
 def baked_sources(captured: Captured) -> set[str]:
-    """State that a folded constant copied (const_fold's ``FOLDED_FROM``, by placeholder
-    name), by state name: a parameter the
+    """State that a folded constant copied (const_fold's ``FOLDED_FROM``): a parameter the
     graph still reads elsewhere (a tied embedding that a folded transpose feeds the LM head
     from) would move in eager along both uses but in the ONNX model along one."""
     from ..passes.const_fold import FOLDED_FROM
 
-    placeholders = [n for n in captured.gm.graph.nodes if n.op == "placeholder"]
-    state_name = {n.name: s.name for n, s in zip(placeholders, captured.inputs, strict=True)}
     return {
-        state_name.get(name, name)
-        for node in placeholders
+        name
+        for node in captured.gm.graph.nodes
+        if node.op == "placeholder"
         for name in node.meta.get(FOLDED_FROM, ())
     }
 

@@ -242,3 +242,25 @@ def test_directional_checks_hold_a_parameter_still_when_a_constant_copied_it() -
     report = fxonnx.check_gradients(model, (ids,), dynamic_dims={0: {0: "batch", 1: "seq"}})
     directional = [c for c in report.checks if c.kind == "directional"]
     assert report.ok and directional and all(c.ok for c in directional), str(report)
+
+
+class ScaledZeroBias(nn.Module):
+    """OPT's query scaling: scalar_fold moves the scale into the query's weight and zero
+    bias, const_fold bakes them, and dedup_weights merges the baked zeros with the key's
+    zero bias, a parameter the graph still reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k = nn.Linear(16, 16), nn.Linear(16, 16)
+        nn.init.zeros_(self.q.bias)
+        nn.init.zeros_(self.k.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.q(x) * 0.25) + self.k(x)
+
+
+def test_directional_checks_hold_still_a_parameter_merged_with_a_baked_constant() -> None:
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
+    report = fxonnx.check_gradients(ScaledZeroBias(), (x,), dynamic_dims={0: {0: "b", 1: "s"}})
+    directional = [c for c in report.checks if c.kind == "directional"]
+    assert report.ok and directional and all(c.ok for c in directional), str(report)
