@@ -43,8 +43,12 @@ def native_multi_head_attention(
         return NotImplemented
     head_dim = embed_dim // num_head
     if query is key and key is value:  # self-attention: one projection, as the kernel does
-        qkv = F.linear(query, qkv_weight, qkv_bias).unflatten(-1, (3, num_head, head_dim))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, D]
+        # projected sequence-first: each of q, k, v is then [L, B, H, D] permuted to
+        # [B, H, L, D], which onnxruntime folds into the attention MatMuls (FusedMatMul's
+        # transBatch); from [B, L, H, D] each head split would be a Transpose of its own
+        qkv = F.linear(query.transpose(0, 1).contiguous(), qkv_weight, qkv_bias)
+        qkv = qkv.unflatten(-1, (3, num_head, head_dim))  # [L, B, 3, H, D]
+        q, k, v = (qkv.select(2, i).permute(1, 2, 0, 3) for i in range(3))  # [B, H, L, D]
     else:
         w_q, w_k, w_v = qkv_weight.chunk(3)
         b_q, b_k, b_v = qkv_bias.chunk(3)

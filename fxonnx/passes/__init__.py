@@ -17,6 +17,7 @@ provider, ``fuse_activation`` (Conv/Gemm + activation into onnxruntime's fused k
 """
 
 from . import (  # noqa: F401  (importing registers the passes)
+    bmm_views,
     const_fold,
     cse,
     dce,

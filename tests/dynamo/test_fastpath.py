@@ -105,3 +105,51 @@ def test_eval_attention_runs_in_onnxruntime() -> None:
     with torch.no_grad():
         assert_outputs_match(attn(q, q, q), compiled(q))
     assert all(r.torch_nodes == 0 for r in fd.stats().graphs), fd.stats().graphs
+
+
+def _optimized_ops(model) -> list[str]:
+    """The op types of ``model`` as onnxruntime's CPU optimizer leaves it (what the session
+    runs), under fxonnx's session options."""
+    import os
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    from fxonnx.runtime._session import SLOW_CPU_FUSIONS, session_options
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = session_options(1)
+        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        ort.InferenceSession(
+            model.SerializeToString(),
+            opts,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=SLOW_CPU_FUSIONS,
+        )
+        return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
+def test_eval_encoder_heads_fold_into_the_attention_matmuls() -> None:
+    """The self-attention decomposition projects sequence-first, so each head split is a
+    permute onnxruntime folds into FusedMatMul once the default passes drop aot's bmm views
+    between them: 2 Transposes per layer remain (the input's and the output's); with
+    passes="none" 5 do (the batch-first split left 4: q, k, v and the output)."""
+    layers = 2
+    encoder = nn.TransformerEncoder(_layer(False, "relu"), layers, enable_nested_tensor=False)
+    encoder.eval()
+    x = torch.randn(2, 9, 16)
+    ops = {}
+    for passes in (None, "none"):
+        fd.reset_stats()
+        torch._dynamo.reset()
+        options = {} if passes is None else {"passes": passes}
+        compiled = torch.compile(encoder, backend="fxonnx", options=options)
+        with torch.no_grad():
+            assert_outputs_match(encoder(x), compiled(x))
+        (part,) = fd.stats().partitions()
+        assert {n.domain for n in part.onnx_model.graph.node} <= {""}  # standard ONNX
+        ops[passes] = _optimized_ops(part.onnx_model)
+    assert ops[None].count("Transpose") == 2 * layers, ops[None]
+    assert ops[None].count("FusedMatMul") == 2 * layers
+    assert ops[None].count("Reshape") < ops["none"].count("Reshape")
