@@ -190,7 +190,7 @@ class OnnxPartition:
         c_run = getattr(self._ort, "_sess", None)
         self._run = c_run.run if c_run is not None else self._python_run
         position = {name: i for i, name in enumerate(self._in_names)}
-        self._reorders = tuple((position[r.source], r.name, r) for r in reorders)
+        self._reorders = tuple((tuple(position[s] for s in r.sources), r) for r in reorders)
         self._plan_feeds()
 
     def _python_run(self, names: list[str], feeds: dict, run_options: Any = None) -> Any:
@@ -306,8 +306,10 @@ class OnnxPartition:
                 if isinstance(a, torch.nn.Parameter):
                     cache[i] = (a, a.data_ptr(), view)
                 feeds[name] = view
-            for i, name, reorder in self._reorders:
-                feeds[name] = reorder.apply(args[i]).numpy()
+            for where, reorder in self._reorders:
+                computed = reorder.compute(*(args[i] for i in where))
+                for name, t in zip(reorder.outputs, computed, strict=True):
+                    feeds[name] = t.numpy()
             arrays = self._run(self._out_names, feeds, None)
             if self._all_tensors:
                 outs = [torch.from_numpy(o) for o in arrays]

@@ -86,9 +86,7 @@ def test_rewritten_conv_matches_the_plain_one_for_every_weight():
     [
         ("constant_weight", dict(weight_const=True)),  # onnxruntime's own optimizer does it
         ("grouped", dict(group=2)),
-        ("channels_not_blocks", dict(cin=12)),
-        ("strided", dict(stride=2)),
-        ("pointwise", dict(k=1)),
+        ("channels_not_blocks", dict(cin=24)),  # more than one block, not whole blocks
         ("few_positions", dict(size=8)),  # 64 positions: the weight reorder costs more
     ],
 )
@@ -96,6 +94,38 @@ def test_rewrite_holds_back(case: str, kwargs: dict):
     model = _conv_model(**kwargs)
     done = nchwc.rewrite(model, 16)
     assert done.count == 0 and done.model is model, case
+
+
+@needs_nchwc
+@pytest.mark.parametrize(
+    "case,kwargs",
+    [
+        ("strided", dict(stride=2, size=64)),
+        ("pointwise", dict(k=1)),
+        ("strided_pointwise", dict(k=1, stride=2, size=64)),
+        ("three_channels", dict(cin=3)),  # the stem: NCHW input, weight (O/B, I, kh, kw, B)
+        ("three_channels_strided", dict(cin=3, k=7, stride=2, size=64)),
+    ],
+)
+def test_strided_pointwise_and_few_channel_convs_are_blocked(case: str, kwargs: dict):
+    model = _conv_model(**kwargs)
+    cin, k = kwargs.get("cin", 32), kwargs.get("k", 3)
+    size = kwargs.get("size", 32)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, cin, size, size)).astype(np.float32)
+    w = rng.standard_normal((32, cin, k, k)).astype(np.float32)
+    want = _run(model, {"x": x, "w": w})
+    for outside in (False, True):
+        done = nchwc.rewrite(model, BLOCK, reorder_outside=outside)
+        assert done.count == 1, case
+        ops = [n.op_type for n in done.model.graph.node if n.domain == nchwc.DOMAIN]
+        assert ops.count("ReorderInput") == (0 if cin < BLOCK else 1), ops
+        feeds = {"x": x, "w": w}
+        for r in done.reorders:
+            feeds[r.name] = r.apply(torch.from_numpy(w)).numpy()
+        names = {v.name for v in done.model.graph.input}
+        got = _run(done.model, {n: a for n, a in feeds.items() if n in names})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=case)
 
 
 def test_no_block_size_no_rewrite():
@@ -253,9 +283,13 @@ def test_compiled_inference_uses_nchwc_and_sees_weight_updates():
     with torch.no_grad():
         assert_outputs_match(model(x), compiled(x))
         (part,) = fd.stats().partitions()
-        assert part.nchwc == 1  # c2; c1 has 3 input channels
-        assert len(part._reorders) == 1  # c2's weight, blocked in torch on every call
+        assert part.nchwc == 2  # c1 (3 input channels: NCHW input) and c2
+        assert len(part._reorders) == 2  # their weights, blocked in torch on every call
+        assert [r.norm is not None for r in part._inputs_reorders] == [False, True]  # bn
         model.c2.weight.mul_(-0.5)  # the weights are session inputs: seen at once
+        assert_outputs_match(model(x), compiled(x))
+        model.bn.running_var.mul_(3.0)  # so are the folded batch norm's statistics
+        model.bn.bias.add_(0.5)
         assert_outputs_match(model(x), compiled(x))
 
 
@@ -263,7 +297,7 @@ def test_compiled_inference_uses_nchwc_and_sees_weight_updates():
 def test_compiled_sgd_step_with_nchwc_matches_eager():
     stats = sgd_step_matches(Convs(), (torch.randn(2, 3, 32, 32),))
     by_kind = {p.name.split(".")[1]: p for p in stats.partitions()}
-    assert by_kind["forward"].nchwc == 1  # c2
+    assert by_kind["forward"].nchwc == 2  # c1 and c2
     assert by_kind["backward"].nchwc == 1  # c2's input gradient, a ConvTranspose
 
 
@@ -280,5 +314,98 @@ def test_freeze_bakes_the_plain_model_and_thaws_back_to_nchwc():
         assert part._baked and part._reorders == ()
         model.c2.weight.add_(0.25)
         assert_outputs_match(model(x), compiled(x))
-        assert not part._baked and len(part._reorders) == 1
+        assert not part._baked and len(part._reorders) == 2
         assert_outputs_match(model(x), compiled(x))
+
+
+def _residual_model(tap: bool = False) -> onnx.ModelProto:
+    """x -> Conv(w1) -> BN1 -> Relu -> MaxPool(3, stride 1) = p; p -> Conv(w2) -> BN2,
+    + p -> Relu -> y (a residual block); with ``tap`` the first conv's output is an
+    output too. Every weight and batch-norm parameter is a graph input."""
+    vec = [("s", 32), ("b", 32), ("m", 32), ("v", 32)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c1", "s1", "b1", "m1", "v1"], ["n1"]),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Conv", ["p", "w2"], ["c2"], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c2", "s2", "b2", "m2", "v2"], ["n2"]),
+        helper.make_node("Add", ["n2", "p"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 32, 32])]
+    for k in (1, 2):
+        inputs.append(helper.make_tensor_value_info(f"w{k}", TensorProto.FLOAT, [32, 32, 3, 3]))
+        inputs += [helper.make_tensor_value_info(f"{n}{k}", TensorProto.FLOAT, [c]) for n, c in vec]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if tap:
+        outputs.append(helper.make_tensor_value_info("c1", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "residual", inputs, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def _residual_feeds(batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {"x": rng.standard_normal((batch, 32, 32, 32)).astype(np.float32)}
+    for k in (1, 2):
+        feeds[f"w{k}"] = (rng.standard_normal((32, 32, 3, 3)) * 0.2).astype(np.float32)
+        feeds[f"s{k}"] = rng.uniform(0.5, 2, 32).astype(np.float32)
+        feeds[f"b{k}"] = rng.standard_normal(32).astype(np.float32)
+        feeds[f"m{k}"] = rng.standard_normal(32).astype(np.float32)
+        feeds[f"v{k}"] = rng.uniform(0.1, 3, 32).astype(np.float32)
+    return feeds
+
+
+def _outside_feeds(done: nchwc.Rewritten, feeds: dict) -> dict:
+    """The rewritten model's feeds: the plain ones it still reads, and the reorders'."""
+    out = dict(feeds)
+    for r in done.reorders:
+        tensors = [torch.from_numpy(feeds[name]) for name in r.sources]
+        for name, t in zip(r.outputs, r.compute(*tensors), strict=True):
+            out[name] = t.numpy()
+    names = {v.name for v in done.model.graph.input}
+    return {n: a for n, a in out.items() if n in names}
+
+
+@needs_nchwc
+def test_residual_block_stays_blocked_with_batch_norms_folded():
+    """With the reorders outside, both batch norms fold into the blocked weights and biases
+    (computed in torch from their graph inputs), the pool runs blocked, the residual Add
+    is the second conv's Sum and the Relus their activations: one ReorderInput, one
+    ReorderOutput. Outputs match the plain model for two parameter sets and batch sizes."""
+    model = _residual_model()
+    done = nchwc.rewrite(model, BLOCK, reorder_outside=True)
+    ops = [n.op_type for n in done.model.graph.node]
+    assert ops == ["ReorderInput", "Conv", "MaxPool", "Conv", "ReorderOutput"], ops
+    assert all(r.norm is not None for r in done.reorders)
+    second = [n for n in done.model.graph.node if n.op_type == "Conv"][1]
+    assert len(second.input) == 4 and second.input[3].endswith("_nchwc")  # Sum: the pool
+    assert {helper.get_attribute_value(a) for a in second.attribute if a.name == "activation"} == {
+        b"Relu"
+    }
+    for batch, seed in ((1, 8), (3, 9)):
+        feeds = _residual_feeds(batch, seed)
+        want = _run(model, feeds)
+        got = _run(done.model, _outside_feeds(done, feeds))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_nchwc
+def test_batch_norm_stays_when_the_conv_output_is_read_elsewhere_or_reordered_in_graph():
+    """A conv whose output is also a graph output keeps its batch norm (and a reorder back);
+    without reorder_outside nothing is folded (there is no caller to compute it)."""
+    model = _residual_model(tap=True)
+    done = nchwc.rewrite(model, BLOCK, reorder_outside=True)
+    ops = [n.op_type for n in done.model.graph.node]
+    assert ops.count("BatchNormalization") == 1 and done.count == 2
+    assert [r.norm is not None for r in done.reorders] == [False, True]
+    feeds = _residual_feeds(2, 10)
+    session = ort.InferenceSession(
+        done.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, _outside_feeds(done, feeds))
+    for g, w in zip(got, plain.run(None, feeds), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    inside = nchwc.rewrite(_residual_model(), BLOCK)
+    assert [n.op_type for n in inside.model.graph.node].count("BatchNormalization") == 2
