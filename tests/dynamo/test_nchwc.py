@@ -409,3 +409,50 @@ def test_batch_norm_stays_when_the_conv_output_is_read_elsewhere_or_reordered_in
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
     inside = nchwc.rewrite(_residual_model(), BLOCK)
     assert [n.op_type for n in inside.model.graph.node].count("BatchNormalization") == 2
+
+
+class Residual(nn.Module):
+    """A resnet stem and block: 3-channel stride-2 conv, batch norm, ReLU, max pool, then
+    two 3x3 convs with batch norm and the residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        self.c1, self.n1 = nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.c2, self.n2 = nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        for bn in (self.stem[1], self.n1, self.n2):  # non-trivial statistics to fold
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.stem(x)
+        return (self.n2(self.c2(self.n1(self.c1(p)).relu())) + p).relu().mean((2, 3))
+
+
+@needs_nchwc
+def test_compiled_residual_block_is_blocked_throughout_at_any_batch():
+    """torch.compile of a resnet block with a dynamic batch: one session, every conv blocked
+    with its batch norm folded, no Add/Relu/BatchNormalization left in the session's model,
+    and eager's outputs at three batch sizes and after a statistics update."""
+    model = Residual().eval()
+    compiled = torch.compile(model, backend="fxonnx")
+    with torch.no_grad():
+        for batch in (2, 3, 5):
+            x = torch.randn(batch, 3, 96, 96)  # 24x24 after the pool: enough positions
+            torch._dynamo.mark_dynamic(x, 0)
+            assert_outputs_match(model(x), compiled(x), f"batch={batch}")
+        model.n2.running_mean.add_(0.3)
+        assert_outputs_match(model(x), compiled(x), "after an update")
+    (part,) = fd.stats().partitions()
+    assert part.nchwc == 3
+    done = nchwc.rewrite(part.onnx_model, BLOCK, reorder_outside=True)
+    ops = [n.op_type for n in done.model.graph.node]
+    assert not {"Add", "Relu", "BatchNormalization"} & set(ops), ops
+    assert ops.count("ReorderOutput") == 1 and "ReorderInput" not in ops  # the stem reads NCHW
