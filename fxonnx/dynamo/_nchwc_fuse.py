@@ -6,6 +6,7 @@ and in again between two blocked convolutions."""
 from __future__ import annotations
 
 import onnx
+import onnx.numpy_helper
 from onnx import helper
 
 DOMAIN = "com.microsoft.nchwc"
@@ -137,7 +138,24 @@ def _fuse_sums(graph: onnx.GraphProto, dims: dict) -> None:
     _drop(graph, dead)
 
 
+def _activation(node: onnx.NodeProto, consts: dict) -> tuple[str, list[float]] | None:
+    """The NCHWc convolution's ``activation`` (and its params) that computes ``node``:
+    ``Relu``, or ``Clip`` with constant scalar bounds (ReLU6)."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Relu":
+        return "Relu", []
+    if node.op_type != "Clip" or len(node.input) != 3:
+        return None
+    bounds = [consts.get(name) for name in node.input[1:]]
+    if any(b is None or b.size != 1 for b in bounds):
+        return None
+    return "Clip", [float(b.reshape(())) for b in bounds]
+
+
 def _fuse_relus(graph: onnx.GraphProto) -> None:
+    clips = {i for n in graph.node if n.op_type == "Clip" for i in n.input[1:]}
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name in clips}
     outputs = {v.name for v in graph.output}
     users = consumers(graph)
     producer = {o: n for n in graph.node for o in n.output}
@@ -152,11 +170,12 @@ def _fuse_relus(graph: onnx.GraphProto) -> None:
         if len(users.get(conv.output[0], [])) != 1 or len(readers) != 1:
             continue
         relu = readers[0]
-        if relu.op_type != "Relu" or relu.domain not in ("", "ai.onnx"):
+        activation = _activation(relu, consts)
+        if activation is None or any(a.name == "activation" for a in conv.attribute):
             continue
-        if any(a.name == "activation" for a in conv.attribute):
-            continue
-        conv.attribute.append(helper.make_attribute("activation", "Relu"))
+        conv.attribute.append(helper.make_attribute("activation", activation[0]))
+        if activation[1]:
+            conv.attribute.append(helper.make_attribute("activation_params", activation[1]))
         dead.add(id(relu))
         node.output[0] = relu.output[0]
     _drop(graph, dead)

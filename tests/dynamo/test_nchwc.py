@@ -456,3 +456,55 @@ def test_compiled_residual_block_is_blocked_throughout_at_any_batch():
     ops = [n.op_type for n in done.model.graph.node]
     assert not {"Add", "Relu", "BatchNormalization"} & set(ops), ops
     assert ops.count("ReorderOutput") == 1 and "ReorderInput" not in ops  # the stem reads NCHW
+
+
+def _depthwise_clip_model(stride: int) -> onnx.ModelProto:
+    """x [N, 32, 32, 32] -> depthwise Conv(w [32, 1, 3, 3]) -> Clip(0, 6) -> 1x1 Conv(w2)."""
+    bounds = [
+        onnx.numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0), ("hi", 6))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4, group=32, strides=[stride] * 2),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "depthwise",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 64, 64]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [32, 1, 3, 3]),
+            helper.make_tensor_value_info("w2", TensorProto.FLOAT, [32, 32, 1, 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        bounds,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@needs_nchwc
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv_and_its_relu6_run_blocked(stride: int):
+    """A depthwise conv is blocked too (weight (C/B, 1, kh, kw, B)), a Clip with constant
+    bounds (ReLU6) becomes its activation, and the 1x1 conv after it takes the blocked
+    tensor: the plain model's outputs for two weights, in the graph and outside."""
+    model = _depthwise_clip_model(stride)
+    rng = np.random.default_rng(11)
+    for outside in (False, True):
+        done = nchwc.rewrite(model, BLOCK, reorder_outside=outside)
+        ops = [
+            n.op_type for n in done.model.graph.node if n.op_type not in ("Reshape", "Transpose")
+        ]
+        assert ops == ["ReorderInput", "Conv", "Conv", "ReorderOutput"], ops
+        depthwise = next(n for n in done.model.graph.node if n.op_type == "Conv")
+        attrs = {a.name: helper.get_attribute_value(a) for a in depthwise.attribute}
+        assert attrs["group"] == 32 and attrs["activation"] == b"Clip"
+        assert attrs["activation_params"] == [0.0, 6.0]
+        for _ in range(2):
+            feeds = {
+                "x": (rng.standard_normal((2, 32, 64, 64)) * 4).astype(np.float32),
+                "w": rng.standard_normal((32, 1, 3, 3)).astype(np.float32),
+                "w2": rng.standard_normal((32, 32, 1, 1)).astype(np.float32),
+            }
+            got = _run(done.model, _outside_feeds(done, feeds))
+            np.testing.assert_allclose(got, _run(model, feeds), rtol=1e-4, atol=1e-4)
