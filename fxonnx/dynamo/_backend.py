@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,9 +164,58 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
         parts.onnx_nodes - in_torch,
         parts.torch_nodes + in_torch,
     )
+    direct = _direct(parts.gm)
+    if direct is not None:
+        return direct
     from torch._functorch.aot_autograd import make_boxed_func
 
     return make_boxed_func(parts.gm.forward)
+
+
+def _direct(gm: fx.GraphModule) -> Callable | None:
+    """aot_autograd's boxed call (a list of arguments in, a tuple out) straight to the one
+    OnnxPartition, when the split graph is only that: its placeholders (in any order) in,
+    the partition's outputs out (inference graphs; a training forward also returns saved
+    inputs). It skips the GraphModule's generated forward: the boxed call of mlp's
+    partition at batch 1 took 13.9 µs through it against 11.1 for the partition; the whole
+    compiled call 33.3 µs against 33.8, lenet_cifar's 122 against 125 (interleaved)."""
+    from ._onnx_module import OnnxPartition
+
+    nodes = list(gm.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    body = [n for n in nodes if n.op not in ("placeholder", "output")]
+    if not body or body[0].op != "call_module" or body[0].kwargs:
+        return None
+    call, picks = body[0], body[1:]
+    part = getattr(gm, call.target, None)
+    if not isinstance(part, OnnxPartition) or any(a not in placeholders for a in call.args):
+        return None
+    outs = nodes[-1].args[0]
+    if not isinstance(outs, (tuple, list)):
+        return None
+    if part._single:
+        if picks or list(outs) != [call]:
+            return None
+    elif list(outs) != picks or any(
+        n.target is not operator.getitem or n.args != (call, i) for i, n in enumerate(picks)
+    ):
+        return None
+    order = [placeholders.index(a) for a in call.args]
+    single = part._single
+    if order == list(range(len(placeholders))):
+
+        def g(args: list) -> Any:
+            out = part(*args)
+            return (out,) if single else out
+
+    else:
+
+        def g(args: list) -> Any:
+            out = part(*[args[i] for i in order])
+            return (out,) if single else out
+
+    g._boxed_call = True  # type: ignore[attr-defined]
+    return g
 
 
 def backend(

@@ -152,6 +152,47 @@ def test_unsupported_op_trains_too():
     assert kinds == ["backward", "forward"]
 
 
+def _record_direct(monkeypatch) -> list:
+    """Record what compile_graph's _direct returns for each graph (None: the GraphModule)."""
+    from fxonnx.dynamo import _backend
+
+    seen: list = []
+    real = _backend._direct
+
+    def direct(gm):
+        seen.append(real(gm))
+        return seen[-1]
+
+    monkeypatch.setattr(_backend, "_direct", direct)
+    return seen
+
+
+def test_a_graph_that_is_one_partition_is_called_directly(monkeypatch):
+    """One partition and nothing else, its outputs the graph's (lenet_cifar's inference
+    graph, which feeds its input out of placeholder order): aot's boxed call goes straight
+    to it, with eager's outputs; a graph with an op left to torch, or whose outputs are not
+    just the partition's (a training forward also returns saved inputs), keeps its
+    GraphModule."""
+    from fxonnx import models
+
+    seen = _record_direct(monkeypatch)
+    model, (x,) = models.get("lenet_cifar", batch=2)
+    compiled = torch.compile(model, backend="fxonnx")
+    with torch.no_grad():
+        assert_outputs_match(model(x), compiled(x))
+        assert_outputs_match(model(x), compiled(x))
+    assert len(seen) == 1 and seen[0] is not None
+    x = torch.randn(3, 8)
+    unsupported = WithUnsupported().eval()
+    with torch.no_grad():
+        got = torch.compile(unsupported, backend="fxonnx")(x[:, :5])
+        assert_outputs_match(unsupported(x[:, :5]), got)
+    assert len(seen) == 2 and seen[1] is None
+    m = Small()
+    torch.compile(m, backend="fxonnx")(x).sum().backward()
+    assert len(seen) == 4 and seen[2:] == [None, None]  # forward, backward
+
+
 def test_verify_names_the_partition_and_output(monkeypatch):
     from fxonnx.export._registry import _emit_as
 
