@@ -87,7 +87,8 @@ def test_rewritten_conv_matches_the_plain_one_for_every_weight():
         ("constant_weight", dict(weight_const=True)),  # onnxruntime's own optimizer does it
         ("grouped", dict(group=2)),
         ("channels_not_blocks", dict(cin=24)),  # more than one block, not whole blocks
-        ("few_positions", dict(size=8)),  # 64 positions: the weight reorder costs more
+        # 9 positions, under 0.05 of the 288 weights per output channel: the reorder costs more
+        ("few_positions", dict(size=3)),
     ],
 )
 def test_rewrite_holds_back(case: str, kwargs: dict):
