@@ -140,8 +140,28 @@ class GraphBuilder:
         most of its bytes). The root drops nodes whose values nothing reads (a dim's Shape
         that a reshape no longer needs) and the constants only they read."""
         if self.parent is None:
+            self._merge_reshapes()
             self._drop_dead_nodes()
         return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs)
+
+    def _merge_reshapes(self) -> None:
+        """Reshape(Reshape(x, a), b) reads x when b is a constant without a 0 (copy): the
+        first one's shape no longer matters. onnxruntime merges such pairs only when both
+        shapes are fully static; a dynamic linear's Reshape back to [seq, -1, 576] followed by
+        the head split's [seq, -1, 3, 3, 64] stays two nodes otherwise."""
+        consts = {n: t for n, t in self.initializers if n in set(self._const_cache.values())}
+        producer = {o: n for n in self.nodes for o in n.output}
+        for node in self.nodes:
+            if node.op_type != "Reshape" or node.domain or len(node.input) != 2:
+                continue
+            first = producer.get(node.input[0])
+            if first is None or first.op_type != "Reshape" or first.domain:
+                continue
+            shape = consts.get(node.input[1])
+            zero_copies = not any(a.name == "allowzero" and a.i for a in node.attribute)
+            if shape is None or (zero_copies and bool((shape == 0).any())):
+                continue
+            node.input[0] = first.input[0]
 
     def _drop_dead_nodes(self) -> None:
         live = {o.name for o in self.outputs}

@@ -65,12 +65,16 @@ def view(ctx: LowerCtx) -> Value:
 
 def _constant_target(ctx: LowerCtx, x: Any) -> list[int] | None:
     """The output shape as constants when its dynamic dims need no arithmetic at run time:
-    each is the input's dim at the same position (ONNX's 0: copy) but at most one (-1: what
-    remains). ``(batch, seq, 64) -> (batch, seq, 4, 16)`` becomes ``[0, 0, 4, 16]``, and
-    onnxruntime needs no Shape/Gather/Concat chain for it. None when that does not hold."""
+    one dynamic dim is -1 (what remains); with several, each is the input's dim at the same
+    position (ONNX's 0: copy) but at most one (-1). ``(batch, seq, 64) -> (batch, seq, 4,
+    16)`` becomes ``[0, 0, 4, 16]``, and onnxruntime needs no Shape/Gather/Concat chain for
+    it. None when that does not hold."""
     before, after = ctx.val(x).shape, ctx.val().shape
     if any(static_dim(d) == 0 for d in after):  # 0 would be read as "copy" (allowzero)
         return None
+    sizes = [static_dim(d) for d in after]
+    if sizes.count(None) == 1:  # -1 does not depend on the input's layout, so onnxruntime
+        return [-1 if d is None else d for d in sizes]  # can merge it with a Reshape before
     shape: list[int] = []
     for i, d in enumerate(after):
         size = static_dim(d)
@@ -105,6 +109,9 @@ def flatten(ctx: LowerCtx) -> Value:
         return ctx.value(x)
     if end == rank - 1 and start == 1:
         return ctx.emit("Flatten", ctx.value(x), axis=1)
+    shape = _constant_target(ctx, x)
+    if shape is not None:
+        return ctx.emit("Reshape", ctx.value(x), ctx.const(shape, torch.int64))
     parts = []
     if start:
         parts.append(_dims_from(ctx, x, 0, start))
@@ -121,6 +128,9 @@ def unflatten(ctx: LowerCtx) -> Value:
     x = ctx.arg(0)
     rank = ctx.rank(x)
     dim = ctx.arg(1) % rank
+    shape = _constant_target(ctx, x)
+    if shape is not None:
+        return ctx.emit("Reshape", ctx.value(x), ctx.const(shape, torch.int64))
     parts = []
     if dim:
         parts.append(_dims_from(ctx, x, 0, dim))
