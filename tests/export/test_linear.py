@@ -91,3 +91,23 @@ def test_nd_float_linear_is_one_gemm_when_reshapes_are_constant(name: str) -> No
     for size in sizes:
         x = torch.randn(size, generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(cm(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+OUTER_PRODUCTS = {
+    "bmm": (torch.bmm, (3, 4, 1), (3, 1, 5)),
+    "matmul_broadcast": (torch.matmul, (1, 4, 1), (3, 1, 5)),
+    "mm": (torch.mm, (4, 1), (1, 5)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+@pytest.mark.parametrize("name", list(OUTER_PRODUCTS))
+def test_an_inner_dim_of_one_is_a_broadcast_mul(name: str, dtype: torch.dtype) -> None:
+    """[..., M, 1] @ [..., 1, N] (rotary tables' inv_freq @ positions): one product per
+    element, so a Mul gives eager's values bit for bit."""
+    fn, sa, sb = OUTER_PRODUCTS[name]
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(s, generator=gen).mul(8).to(dtype) for s in (sa, sb))
+    cm = fxonnx.compile(Fn(fn), (a, b), dynamic_dims=None, provider="cpu")
+    assert [n.op_type for n in cm.onnx_model.graph.node] == ["Mul"]
+    assert torch.equal(cm(a, b), fn(a, b))
