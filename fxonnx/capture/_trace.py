@@ -29,6 +29,7 @@ from ._budget import guarded_trace
 from ._captured import Captured, ConstantLeaf, Shapes, TensorSpec
 from ._fake_weights import fake_weights
 from ._functionalize import functionalize_simple
+from ._lazy import lazy_codegen
 from ._recurrent import recurrent_as_whole_ops
 from ._replay import replayed_layers
 from ._signature import input_names, output_names, sanitize
@@ -149,7 +150,8 @@ class _Tracer:
                     replayed_layers(self.model) as replays,
                 ):
                     trace = make_fx(self._fn, pre_dispatch=True, record_stack_traces=stack_traces)
-                    gm = trace(*fakes)
+                    with lazy_codegen():
+                        gm = trace(*fakes)
                 log.debug("layer calls replayed: %s", dict(replays))
             except CaptureError:
                 raise

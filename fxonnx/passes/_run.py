@@ -11,6 +11,7 @@ from torch import fx
 
 from .._errors import PassError
 from ..capture import Captured
+from ..capture._lazy import lazy_graph_module
 from ._infra import Pass, PassContext, Pipeline, get_pass
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def copy_captured(captured: Captured) -> Captured:
     graph = fx.Graph()
     out = graph.graph_copy(captured.gm.graph, {})
     graph.output(out)
-    gm = fx.GraphModule(captured.gm, graph)
+    gm = lazy_graph_module(captured.gm, graph)
     return captured.replace(gm=gm, state=dict(captured.state), notes=list(captured.notes))
 
 
