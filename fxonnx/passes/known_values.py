@@ -300,8 +300,8 @@ class KnownValues(Pass):
     """Rewritten: ``and``/``or`` with an operand that is all True (all False) become their other
     operand; ``index_as_view``: ``x[arange(n0)[:, None], arange(n1)]``-style indexing that
     reads every element in order (how model libraries broadcast a padding mask) becomes
-    unsqueezes of ``x``. Misses: ``shape_differs`` (the other operand broadcasts, and some use would see
-    the smaller shape)."""
+    unsqueezes of ``x``. Misses: ``shape_differs`` (the other operand broadcasts, and some use
+    would see the smaller shape, or it has fewer dims)."""
 
     name = "known_values"
 
@@ -324,7 +324,9 @@ class KnownValues(Pass):
                 continue
             users = list(node.users)
             same = _same_shape(other, node)
-            if not same and not _broadcast_only_uses(node):
+            # a lower-rank operand would shift every dim the views after it address
+            broadcasts = val(other).dim() == val(node).dim() and _broadcast_only_uses(node)
+            if not same and not broadcasts:
                 stats["miss:shape_differs"] += 1
                 continue
             node.replace_all_uses_with(other)

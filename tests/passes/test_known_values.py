@@ -98,6 +98,28 @@ def test_an_operand_that_only_broadcasts_is_not_used_where_its_shape_shows() -> 
     assert_outputs_match(model, after, _x)
 
 
+class LowerRankCausal(nn.Module):
+    """The causal half is [seq, seq] (no leading 1): unsqueezing the result at dim 1 addresses
+    its dims differently, so the and must stay."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        positions = torch.arange(s).unsqueeze(0).expand(b, -1)
+        steps = torch.diff(positions, prepend=positions[:, :1] - 1)
+        same = (steps[:, :, None] == 1).expand(b, s, s)
+        causal = torch.arange(s)[None, :] <= torch.arange(s)[:, None]
+        q = x.view(b, s, 2, 8).transpose(1, 2)
+        mask = (causal & same)[:, None]
+        return F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+
+def test_a_lower_rank_operand_is_not_used_in_place_of_the_and() -> None:
+    model = LowerRankCausal()
+    _, after, stats = optimize(model, _x, ["known_values"], dynamic_dims=BATCH_AND_SEQ)
+    assert stats["known_values"] == {"miss:shape_differs": 1}
+    assert_outputs_match(model, after, _x)
+
+
 class SameShape(nn.Module):
     """``x > 0`` and-ed with all-True tensors (one of its shape, one scalar) and or-ed with an
     all-False one."""
