@@ -55,6 +55,12 @@ def scalar_operand(node: fx.Node) -> tuple[fx.Node, float] | None:
     return None
 
 
+def static_shape(node: Any) -> tuple[int | None, ...]:
+    """The traced shape with None for the dims that vary at run time (as ``ctx.static_shape``
+    in the lowering rules)."""
+    return tuple(static_dim(d) for d in val(node).shape)
+
+
 def same_meta(a: Any, b: Any) -> bool:
     """Same shape and dtype according to the traced FakeTensors."""
     va, vb = val(a), val(b)

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import fx
 
-from ..capture import same_dim, static_dim
-from ._graph import infer_meta, is_call, val
+from ..capture import same_dim, same_shape, static_dim
+from ._graph import call, infer_meta, is_call, static_shape, val
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -48,10 +48,16 @@ class Affine:
 
 
 def _normalized(offset: int, steps: list[int], node: fx.Node) -> Affine:
-    sizes = [static_dim(d) for d in val(node).shape]
+    sizes = static_shape(node)
     return Affine(
         offset, tuple(0 if size == 1 else s for s, size in zip(steps, sizes, strict=True))
     )
+
+
+def _slice_args(node: fx.Node) -> tuple[Any, Any, Any, Any]:
+    """``slice.Tensor``'s (dim, start, end, step) with its defaults filled in."""
+    dim, start, end, step = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
+    return dim, start, end, step
 
 
 def _is_int_like(node: Any) -> bool:
@@ -207,9 +213,7 @@ class Facts:
 
     def _slice(self, node: fx.Node) -> Affine | None:
         x = self.of(node.args[0])
-        dim, start, _end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :])[
-            :4
-        ]
+        dim, start, _end, step = _slice_args(node)
         start = 0 if start is None else start
         if x is None or type(start) is not int or start < 0 or type(step) is not int:
             return None
@@ -276,14 +280,8 @@ def _broadcast_only_uses(node: fx.Node) -> bool:
 
 
 def _full_slice(node: fx.Node) -> bool:
-    args = list(node.args) + [0, None, None, 1][len(node.args) - 1 :]
-    start, end, step = args[2:5]
+    _dim, start, end, step = _slice_args(node)
     return start in (0, None) and (end is None or (type(end) is int and end >= _BIG)) and step == 1
-
-
-def _same_shape(a: fx.Node, b: fx.Node) -> bool:
-    sa, sb = val(a).shape, val(b).shape
-    return len(sa) == len(sb) and all(same_dim(x, y) for x, y in zip(sa, sb, strict=True))
 
 
 def _reinfer(users: list[fx.Node]) -> None:
@@ -323,7 +321,7 @@ class KnownValues(Pass):
             if val(other).dtype != val(node).dtype:
                 continue
             users = list(node.users)
-            same = _same_shape(other, node)
+            same = same_shape(val(other).shape, val(node).shape)
             # a lower-rank operand would shift every dim the views after it address
             broadcasts = val(other).dim() == val(node).dim() and _broadcast_only_uses(node)
             if not same and not broadcasts:
@@ -376,8 +374,7 @@ def _index_as_unsqueezes(facts: Facts, node: fx.Node) -> bool:
     with graph.inserting_before(node):
         for o in range(out.dim()):
             if o not in placed:
-                y = graph.call_function(aten.unsqueeze.default, (y, o))
-                infer_meta(y)
+                y = call(graph, aten.unsqueeze.default, (y, o))
     node.replace_all_uses_with(y)
     graph.erase_node(node)
     return True

@@ -16,8 +16,7 @@ from collections import Counter
 
 import torch
 
-from ..capture._symbolic import static_dim
-from ._graph import call, is_call, state_of, val
+from ._graph import call, is_call, state_of, static_shape, val
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -43,10 +42,6 @@ def gemm_reshapes(
     return [-1, k], [-1 if d is None else d for d in lead] + [n]
 
 
-def _static_shape(node: object) -> tuple[int | None, ...]:
-    return tuple(static_dim(d) for d in val(node).shape)
-
-
 @register
 class LinearNdToMatmul(Pass):
     """Misses: ``weight_not_state`` (a computed weight: its transpose would stay a node).
@@ -62,7 +57,7 @@ class LinearNdToMatmul(Pass):
             b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
             if val(x).dim() == 2:
                 continue
-            if val(x).dim() > 2 and gemm_reshapes(_static_shape(x), _static_shape(w)):
+            if val(x).dim() > 2 and gemm_reshapes(static_shape(x), static_shape(w)):
                 stats["kept:one_gemm"] += 1
                 continue
             if state_of(ctx.captured, w) is None:
