@@ -149,7 +149,8 @@ class GraphBuilder:
         first one's shape no longer matters. onnxruntime merges such pairs only when both
         shapes are fully static; a dynamic linear's Reshape back to [seq, -1, 576] followed by
         the head split's [seq, -1, 3, 3, 64] stays two nodes otherwise."""
-        consts = {n: t for n, t in self.initializers if n in set(self._const_cache.values())}
+        cached = set(self._const_cache.values())
+        consts = {n: t for n, t in self.initializers if n in cached}
         producer = {o: n for n in self.nodes for o in n.output}
         for node in self.nodes:
             if node.op_type != "Reshape" or node.domain or len(node.input) != 2:

@@ -17,6 +17,7 @@ def cast_before_transpose(graph: onnx.GraphProto) -> int:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
     moved = 0
     for cast in graph.node:
         if cast.op_type != "Cast" or cast.domain not in ("", "ai.onnx"):
@@ -24,7 +25,7 @@ def cast_before_transpose(graph: onnx.GraphProto) -> int:
         transpose = producer.get(cast.input[0])
         if transpose is None or transpose.op_type != "Transpose" or transpose.domain:
             continue
-        if len(consumers.get(cast.input[0], [])) != 1 or cast.input[0] in _outputs(graph):
+        if len(consumers.get(cast.input[0], [])) != 1 or cast.input[0] in outputs:
             continue
         if not any(u.op_type == "MatMul" for u in consumers.get(cast.output[0], [])):
             continue
@@ -39,7 +40,3 @@ def cast_before_transpose(graph: onnx.GraphProto) -> int:
         )
         moved += 1
     return moved
-
-
-def _outputs(graph: onnx.GraphProto) -> set[str]:
-    return {o.name for o in graph.output}

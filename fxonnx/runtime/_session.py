@@ -252,6 +252,9 @@ class Session:
             n: a if type(a) is np.ndarray else np.asarray(a)
             for n, a in zip(self._input_names, arrays, strict=True)
         }
+        return self._run_feeds(feeds)
+
+    def _run_feeds(self, feeds: dict[str, Any]) -> list[np.ndarray]:
         try:
             return self._run(self._output_names, feeds, None)
         except Exception as e:
@@ -278,11 +281,7 @@ class Session:
                 feeds = {n: t.numpy() for n, t in zip(self._input_names, tensors, strict=True)}
         except (AttributeError, RuntimeError, TypeError):  # not tensors; grad; not on the CPU
             return None
-        try:
-            outs = self._run(self._output_names, feeds, None)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0][:300]
-            raise RuntimeSessionError(f"onnxruntime failed while running: {first}") from e
+        outs = self._run_feeds(feeds)
         # the outputs' arrays own onnxruntime's result buffers (fresh each run), which
         # torch.from_numpy keeps alive: no copy, and nothing the session reuses (a tensor came
         # in, so torch is loaded)
