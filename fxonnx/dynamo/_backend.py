@@ -107,8 +107,9 @@ def _mark_functional_batch_norm(gm: fx.GraphModule) -> None:
             node.meta[TRAINING_META] = True
 
 
-def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
-    """Partition ``gm`` and put an onnxruntime session behind every supported region."""
+def compile_graph(gm: fx.GraphModule, kind: str, options: Options, boxed: bool = True) -> Callable:
+    """Partition ``gm`` and put an onnxruntime session behind every supported region;
+    ``boxed``: return aot_autograd's calling convention (a list in), else dynamo's."""
     import time
 
     t0 = time.perf_counter()
@@ -164,21 +165,24 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options) -> Callable:
         parts.onnx_nodes - in_torch,
         parts.torch_nodes + in_torch,
     )
-    direct = _direct(parts.gm)
+    direct = _direct(parts.gm, boxed)
     if direct is not None:
         return direct
+    if not boxed:
+        return parts.gm.forward
     from torch._functorch.aot_autograd import make_boxed_func
 
     return make_boxed_func(parts.gm.forward)
 
 
-def _direct(gm: fx.GraphModule) -> Callable | None:
-    """aot_autograd's boxed call (a list of arguments in, a tuple out) straight to the one
-    OnnxPartition, when the split graph is only that: its placeholders (in any order) in,
-    the partition's outputs out (inference graphs; a training forward also returns saved
-    inputs). It skips the GraphModule's generated forward: the boxed call of mlp's
-    partition at batch 1 took 13.9 µs through it against 11.1 for the partition; the whole
-    compiled call 33.3 µs against 33.8, lenet_cifar's 122 against 125 (interleaved)."""
+def _direct(gm: fx.GraphModule, boxed: bool) -> Callable | None:
+    """A call straight to the one OnnxPartition, when the split graph is only that: its
+    placeholders (in any order) in, the partition's outputs out (inference graphs; a
+    training forward also returns saved inputs). ``boxed``: aot_autograd's calling
+    convention (a list of arguments in, a tuple out); else dynamo's (positional arguments).
+    It skips the GraphModule's generated forward: the boxed call of mlp's partition at
+    batch 1 took 13.9 µs through it against 11.1 for the partition; the whole compiled call
+    33.3 µs against 33.8, lenet_cifar's 122 against 125 (interleaved)."""
     from ._onnx_module import OnnxPartition
 
     nodes = list(gm.graph.nodes)
@@ -202,6 +206,10 @@ def _direct(gm: fx.GraphModule) -> Callable | None:
         return None
     order = [placeholders.index(a) for a in call.args]
     single = part._single
+    if not boxed:
+        if order == list(range(len(placeholders))):
+            return (lambda *args: (part(*args),)) if single else part
+        return lambda *args: _as_tuple(part(*[args[i] for i in order]), single)
     if order == list(range(len(placeholders))):
 
         def g(args: list) -> Any:
@@ -218,6 +226,10 @@ def _direct(gm: fx.GraphModule) -> Callable | None:
     return g
 
 
+def _as_tuple(out: Any, single: bool) -> Any:
+    return (out,) if single else out
+
+
 def backend(
     gm: fx.GraphModule,
     example_inputs: Sequence[Any],
@@ -232,6 +244,13 @@ def backend(
             hint='pass its settings as options={"provider": ..., "verify": ...}',
         )
     opts = Options.parse(options)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if not _needs_grad(example_inputs):
+        with sdpa_kernel([SDPBackend.MATH]), _whole_recurrent_ops():
+            graph = _inference_graph(gm, example_inputs)
+        if graph is not None:
+            return compile_graph(graph, "inference", opts, boxed=False)
     from functools import partial
 
     from torch._dynamo.backends.common import aot_autograd
@@ -242,13 +261,36 @@ def backend(
         inference_compiler=partial(_aot_compiler, kind="inference", options=opts),
         decompositions=_decompositions(),
     )
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     # aot_autograd traces forward and backward here: attention traced as torch's math
     # implementation becomes matmuls and softmax, and its backward their gradients (the
     # fused CPU kernel's backward has no rule; its decomposed forward would not feed it)
     with sdpa_kernel([SDPBackend.MATH]), _whole_recurrent_ops():
         return aot(gm, example_inputs)
+
+
+def _needs_grad(example_inputs: Sequence[Any]) -> bool:
+    """Whether aot_autograd would trace a backward: grad mode on (dynamo guards on it, so it
+    holds at every call of this graph) and some input requiring grad."""
+    return torch.is_grad_enabled() and any(
+        isinstance(x, torch.Tensor) and x.requires_grad for x in example_inputs
+    )
+
+
+def _inference_graph(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> fx.GraphModule | None:
+    """The functional ATen graph of an inference graph with dynamo's own calling convention
+    (the same inputs, the same outputs), or None where that takes aot_autograd's run-time
+    wrappers: an input mutated (train-mode batch norm's running stats under no_grad), an
+    output aliasing an input, anything else its export refuses. Called without them, mlp at
+    batch 1 took 21 µs per compiled call against 34 through aot_autograd."""
+    from torch._functorch.aot_autograd import aot_export_joint_simple
+
+    try:
+        return aot_export_joint_simple(
+            gm, tuple(example_inputs), trace_joint=False, decompositions=_decompositions()
+        )
+    except Exception as e:  # noqa: BLE001  (aot_autograd below handles what this refuses)
+        log.debug("fxonnx: inference graph through aot_autograd: %s", str(e).splitlines()[0])
+        return None
 
 
 def _whole_recurrent_ops() -> Any:

@@ -159,8 +159,8 @@ def _record_direct(monkeypatch) -> list:
     seen: list = []
     real = _backend._direct
 
-    def direct(gm):
-        seen.append(real(gm))
+    def direct(gm, boxed):
+        seen.append(real(gm, boxed))
         return seen[-1]
 
     monkeypatch.setattr(_backend, "_direct", direct)
@@ -445,3 +445,55 @@ def test_freeze_leaves_training_graphs_alone():
     compiled = torch.compile(m, backend="fxonnx", options={"freeze": True})
     compiled(x).sum().backward()
     assert all(len(_inputs_of(p)) > 1 for p in fd.stats().partitions())
+
+
+def _record_inference_graphs(monkeypatch) -> list:
+    """Record what the backend's _inference_graph returns for each graph (None: the graph
+    went through aot_autograd)."""
+    from fxonnx.dynamo import _backend
+
+    seen: list = []
+    real = _backend._inference_graph
+
+    def record(gm, example_inputs):
+        seen.append(real(gm, example_inputs))
+        return seen[-1]
+
+    monkeypatch.setattr(_backend, "_inference_graph", record)
+    return seen
+
+
+def test_inference_graphs_are_called_without_aot_autograds_wrappers(monkeypatch):
+    """Under no_grad, a graph that mutates nothing is exported with dynamo's own calling
+    convention and called straight through its one partition (no aot_autograd run-time
+    wrappers), at two batch sizes; with grad on, the same model trains through aot."""
+    graphs = _record_inference_graphs(monkeypatch)
+    direct = _record_direct(monkeypatch)
+    m = Small().eval()
+    compiled = torch.compile(m, backend="fxonnx")
+    with torch.no_grad():
+        for batch in (3, 5):
+            x = torch.randn(batch, 8)
+            assert_outputs_match(m(x), compiled(x))
+    assert graphs and all(g is not None for g in graphs)
+    assert direct and all(d is not None for d in direct)
+    kinds = {g.name.split(".")[1] for g in fd.stats().graphs}
+    assert kinds == {"inference"}
+    compiled(torch.randn(3, 8)).sum().backward()  # grad on: a new graph, through aot
+    assert len(graphs) == len(direct) - 2  # forward and backward did not ask for one
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_an_inference_graph_that_updates_a_buffer_goes_through_aot_autograd(monkeypatch):
+    """Train-mode batch norm under no_grad writes its running stats: that graph takes aot's
+    wrappers, and the stats and outputs after two calls are eager's."""
+    graphs = _record_inference_graphs(monkeypatch)
+    m, x = ConvBN().train(), torch.randn(2, 3, 9, 9)
+    eager = copy.deepcopy(m)
+    compiled = torch.compile(m, backend="fxonnx")
+    with torch.no_grad():
+        for _ in range(2):
+            assert_outputs_match(eager(x), compiled(x))
+    assert graphs == [None]
+    assert torch.allclose(m.bn.running_mean, eager.bn.running_mean, atol=1e-6)
+    assert torch.allclose(m.bn.running_var, eager.bn.running_var, atol=1e-6)
