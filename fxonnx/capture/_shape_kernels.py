@@ -173,13 +173,19 @@ def _binary(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     return NotImplemented
 
 
-def _alias(x: FakeTensor, mode: FakeTensorMode, shape: Sequence[Any], stride: Sequence[Any]) -> Any:
+def _alias(
+    x: FakeTensor,
+    mode: FakeTensorMode,
+    shape: Sequence[Any],
+    stride: Sequence[Any],
+    offset: Any = None,
+) -> Any:
     """A view of ``x``'s storage, made as the fake mode makes its outputs (the meta kernel,
     then a FakeTensor around it) without dispatching ``as_strided`` through the mode again:
     that took 0.9 ms a view on symbolic sizes, this 0.03. The op being answered is a view
     op, so autograd's view tracking around it links the result to ``x`` as for torch's own."""
     with in_kernel_invocation_manager(mode):
-        meta = x.as_strided(shape, stride, x.storage_offset())
+        meta = x.as_strided(shape, stride, x.storage_offset() if offset is None else offset)
     return FakeTensor(mode, meta, device=x.device)
 
 
@@ -288,6 +294,21 @@ def _unsqueeze(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
     return _alias(
         x, mode, [*size[:dim], 1, *size[dim:]], [*stride[:dim], new_stride, *stride[dim:]]
     )
+
+
+def _select(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
+    """``x.select(dim, index)`` on a dim of static size (on a symbolic one torch's bounds
+    check would be a guard)."""
+    x, dim, index = args
+    if kwargs or not _symbolic(mode, x) or type(index) is not int:
+        return NotImplemented
+    dim = dim % x.dim()
+    size = x.shape[dim]
+    if type(size) is not int or not -size <= index < size:
+        return NotImplemented
+    shape, stride = list(x.shape), list(x.stride())
+    offset = x.storage_offset() + (index % size) * stride[dim]
+    return _alias(x, mode, shape[:dim] + shape[dim + 1 :], stride[:dim] + stride[dim + 1 :], offset)
 
 
 def _expand(mode: FakeTensorMode, args: Sequence[Any], kwargs: dict) -> Any:
@@ -521,6 +542,7 @@ def _kernels() -> dict[Any, _Kernel]:
     table[aten.transpose.int] = _transpose
     table[aten.permute.default] = _permute
     table[aten.unsqueeze.default] = _unsqueeze
+    table[aten.select.int] = _select
     table[aten.expand.default] = _expand
     table[aten.t.default] = _t
     table[aten.convolution.default] = _convolution

@@ -24,6 +24,7 @@ DEFAULT: tuple[str, ...] = (
     "transpose",
     "cse",
     "known_values",
+    "select_early",
     "fuse_gelu",
     "fuse_layer_norm",
     "fuse_attention",

@@ -101,6 +101,8 @@ CASES = [
     (aten.permute.default, [CL4, [0, 3, 1, 2]], {}),
     (aten.unsqueeze.default, [C3, 1], {}),
     (aten.unsqueeze.default, [T3, -1], {}),
+    (aten.select.int, [C3, 2, 3], {}),
+    (aten.select.int, [T3, 1, -1], {}),  # T3 is (b, 8, s), transposed
     (aten.t.default, [W], {}),
     (aten.t.default, [C2], {}),
     (aten.t.default, [V8], {}),
@@ -210,6 +212,7 @@ def test_kernel_matches_torch(op, args, kwargs) -> None:
         aten.transpose.int,
         aten.permute.default,
         aten.unsqueeze.default,
+        aten.select.int,
         aten.expand.default,
         aten.t.default,
     ):
@@ -228,6 +231,7 @@ DECLINED = [
     (aten._log_softmax.default, [T3, 1, False], {}),
     (aten.addmm.default, [V16, C2, ("contiguous", (4, 16), F32)], {}),  # mismatched k
     (aten.expand.default, [C3, ["s", "s", 8]], {}),  # b == s would be a guard
+    (aten.select.int, [C3, 1, 0], {}),  # 0 < s would be a guard
     (aten.expand.default, [C3, [-1, "b", "s", 8]], {}),  # a new dim of -1: eager's error
     # a symbolic length: its window arithmetic is torch's
     (

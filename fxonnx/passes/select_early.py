@@ -1,0 +1,335 @@
+"""Compute only the rows an output reads: move a ``select`` (or a narrowing ``slice``) on a
+dim that the ops before it treat row by row up through those ops, towards the inputs.
+
+A classifier that reads one token (ViT's class token ``x[:, 0]``, BERT's pooler, a decoder's
+last position ``x[:, -1]``) runs its last block on every token and drops all but one
+afterwards. Row by row means: elementwise ops (broadcast operands are picked where they have
+the dim), layer and RMS norms over later dims, linears and matmuls with a 2-D weight,
+transposes, reshapes that keep the dims up to the picked one, and the query side of attention
+(a query row's output reads every key and value but no other query). In the zoo's ViT the
+select moves through the last block's MLP, its output projection and into its attention's
+queries: 18% of the model's FLOPs go. Where the pick reaches an op that mixes rows (the
+attention's keys and values, a mean over the dim, a convolution), or a value with other users,
+it stays there: the rows are still all computed once, and nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..capture import same_dim, same_shape, static_dim
+from ._graph import call, erase_dead, fake_mode, is_call, val
+from ._infra import Pass, PassContext, PassResult, register
+
+aten = torch.ops.aten
+_END = 2**63 - 1  # slice.Tensor's "to the end"
+
+# ops whose first argument is the only tensor and that act on each element
+_UNARY = {
+    aten.relu.default,
+    aten.gelu.default,
+    aten.silu.default,
+    aten.sigmoid.default,
+    aten.tanh.default,
+    aten.neg.default,
+    aten.exp.default,
+    aten.erf.default,
+    aten.sqrt.default,
+    aten.rsqrt.default,
+    aten.abs.default,
+    aten.hardtanh.default,
+    aten.leaky_relu.default,
+    aten.elu.default,
+    aten.hardswish.default,
+    aten.hardsigmoid.default,
+    aten.clone.default,
+    aten._to_copy.default,
+    aten.mul.Scalar,
+    aten.add.Scalar,
+    aten.sub.Scalar,
+    aten.div.Scalar,
+    aten.pow.Tensor_Scalar,
+}
+# elementwise over broadcast tensor operands
+_BROADCAST = {
+    aten.add.Tensor,
+    aten.sub.Tensor,
+    aten.mul.Tensor,
+    aten.div.Tensor,
+    aten.maximum.default,
+    aten.minimum.default,
+    aten.where.self,
+    aten.pow.Tensor_Tensor,
+}
+_NORMS = {aten.layer_norm.default, aten.rms_norm.default}  # (x, normalized_shape, ...)
+_VIEWS = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
+
+
+@dataclass(frozen=True)
+class Pick:
+    """``x.select(dim, start)`` (``end`` None: the dim goes) or ``x[start:end]`` on ``dim``."""
+
+    start: int
+    end: int | None = None
+
+    @property
+    def drops_dim(self) -> bool:
+        return self.end is None
+
+    def on(self, graph: fx.Graph, x: fx.Node, dim: int) -> fx.Node:
+        if self.drops_dim:
+            return call(graph, aten.select.int, (x, dim, self.start))
+        return call(graph, aten.slice.Tensor, (x, dim, self.start, self.end))
+
+    def as_slice(self) -> tuple[int, int]:
+        """The rows as a slice that keeps the dim (a select of -1 is ``[-1:]``)."""
+        if not self.drops_dim:
+            return self.start, self.end  # type: ignore[return-value]
+        return self.start, _END if self.start == -1 else self.start + 1
+
+
+def _pick_of(node: fx.Node) -> tuple[fx.Node, int, Pick] | None:
+    """(input, dim, pick) of a select, or of a step-1 slice that leaves out some rows."""
+    if is_call(node, aten.select.int):
+        x, dim, index = node.args
+        return x, dim % val(x).dim(), Pick(index)
+    if is_call(node, aten.slice.Tensor):
+        args = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
+        dim, start, end, step = args
+        x = node.args[0]
+        if step != 1 or not isinstance(start, int) or not isinstance(end, (int, type(None))):
+            return None
+        dim %= val(x).dim()
+        end = _END if end is None else end
+        if same_dim(val(node).shape[dim], val(x).shape[dim]):
+            return None  # every row: a view, not a pick
+        return x, dim, Pick(start, end)
+    return None
+
+
+def _full_slice(node: fx.Node) -> bool:
+    """A slice that keeps every row (``x[:, 0]`` traces as ``x[:]`` then the select)."""
+    return is_call(node, aten.slice.Tensor) and same_shape(val(node).shape, val(node.args[0]).shape)
+
+
+class _Rewrite:
+    """The nodes one push made (to take them back if the result's metadata is off)."""
+
+    def __init__(self, graph: fx.Graph, pick: Pick) -> None:
+        self.graph, self.pick, self.made = graph, pick, []
+        self.picks: list[fx.Node] = []  # picks that may move further up
+
+    def pick_on(self, x: fx.Node, dim: int) -> fx.Node:
+        """The pick of ``x`` at ``dim``: one that exists already (a residual's value picked on
+        both of its paths is picked once, and may then move on), else a new one."""
+        for user in x.users if x.op == "call_function" else ():
+            if _pick_of(user) == (x, dim, self.pick):
+                x.append(user)  # right after x: before whatever it is about to feed
+                return user
+        node = self.pick.on(self.graph, x, dim)
+        self.made.append(node)
+        self.picks.append(node)
+        return node
+
+    def call(
+        self, target: Any, args: tuple, kwargs: dict | None = None, like: fx.Node | None = None
+    ) -> fx.Node:
+        """A new node; ``like``: a node whose metadata it has (a symbolic fake layer norm or
+        attention costs milliseconds, and the picked result's shape is known)."""
+        node = call(self.graph, target, args, kwargs, like=like)
+        self.made.append(node)
+        return node
+
+    def undo(self) -> None:
+        for node in reversed(self.made):
+            if not node.users:
+                self.graph.erase_node(node)
+
+
+def _operand(rw: _Rewrite, a: Any, dim: int, out: fx.Node) -> Any:
+    """A broadcast operand of ``out``'s op, picked where it has the dim."""
+    if not isinstance(a, fx.Node) or not isinstance(val(a), torch.Tensor):
+        return a
+    own = dim - (val(out).dim() - val(a).dim())
+    if own < 0:
+        return a
+    if static_dim(val(a).shape[own]) == 1 and static_dim(val(out).shape[dim]) != 1:
+        return rw.call(aten.select.int, (a, own, 0)) if rw.pick.drops_dim else a
+    return rw.pick_on(a, own)
+
+
+def _permuted(rw: _Rewrite, y: fx.Node, perm: list[int], dim: int) -> fx.Node:
+    source = perm[dim]
+    picked = rw.pick_on(y, source)
+    if rw.pick.drops_dim:
+        perm = [p - (p > source) for p in perm if p != source]
+    if perm == list(range(len(perm))):
+        return picked
+    return rw.call(aten.permute.default, (picked, perm))
+
+
+def _through_view(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
+    y, target = x.args[0], list(x.args[1])
+    shape_in, shape_out = val(y).shape, val(x).shape
+    if dim < len(shape_in) and all(same_dim(shape_in[j], shape_out[j]) for j in range(dim + 1)):
+        if rw.pick.drops_dim:
+            target = target[:dim] + target[dim + 1 :]
+        else:
+            rows = static_dim(val(picked).shape[dim])
+            if rows is None and any(type(t) is int and t < 0 for t in target):
+                return "dynamic_rows"  # the kept rows vary, and the view infers another dim
+            target[dim] = -1 if rows is None else rows
+        # reshape, not view: the picked rows of a contiguous tensor need not be contiguous
+        return rw.call(aten.reshape.default, (rw.pick_on(y, dim), target))
+    if is_call(y, *_VIEWS) and len(y.users) == 1:  # a view of a view is one view
+        merged = rw.call(aten.reshape.default, (y.args[0], list(x.args[1])))
+        return rw.pick_on(merged, dim)
+    # a view over the leading dims of a linear is the linear over the view of its input
+    linear = is_call(y, aten.linear.default) and len(y.users) == 1
+    if linear and same_dim(shape_in[-1], shape_out[-1]) and dim < len(shape_out) - 1:
+        z = y.args[0]
+        k = static_dim(val(z).shape[-1])
+        if k is None:
+            return "dynamic_features"
+        z_view = rw.call(aten.reshape.default, (z, [*target[:-1], k]))
+        moved = rw.call(aten.linear.default, (z_view, *y.args[1:]), dict(y.kwargs), like=x)
+        return rw.pick_on(moved, dim)
+    return "view_mixes_rows"
+
+
+def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
+    q, k, v = x.args[:3]
+    rank = val(x).dim()
+    if dim != rank - 2:
+        return "attention_batch_dim"
+    names = ("attn_mask", "dropout_p", "is_causal")
+    given = dict(zip(names, x.args[3:6], strict=False)) | {
+        n: x.kwargs[n] for n in names if n in x.kwargs
+    }
+    if given.get("dropout_p", 0.0) or given.get("is_causal", False):
+        return "causal_or_dropout"  # a causal row reads keys up to its own position
+    start, end = rw.pick.as_slice()
+    keep = Pick(start, end)
+    q_rows = keep.on(rw.graph, q, dim)
+    rw.made.append(q_rows)
+    rw.picks.append(q_rows)
+    args = [q_rows, k, v, *x.args[3:]]
+    kwargs = dict(x.kwargs)
+    mask = given.get("attn_mask")
+    if isinstance(mask, fx.Node):
+        own = dim - (rank - val(mask).dim())
+        if own >= 0 and static_dim(val(mask).shape[own]) != 1:
+            rows = keep.on(rw.graph, mask, own)
+            rw.made.append(rows)
+            if "attn_mask" in kwargs:
+                kwargs["attn_mask"] = rows
+            else:
+                args[3] = rows
+    if not rw.pick.drops_dim:
+        return rw.call(x.target, tuple(args), kwargs, like=picked)
+    out = rw.call(x.target, tuple(args), kwargs, like=picked)
+    with fake_mode(rw.graph.owning_module):  # the picked rows with their dim kept
+        out.meta["val"] = val(picked).unsqueeze(dim)
+    return rw.call(aten.squeeze.dim, (out, dim))
+
+
+def _push(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
+    """A node computing ``picked`` (the pick of x) from x's inputs, or why there is none."""
+    target = x.target
+    rank = val(x).dim()
+    if target in _UNARY:
+        args = (rw.pick_on(x.args[0], dim), *x.args[1:])
+        return rw.call(target, args, dict(x.kwargs), like=picked)
+    if target in _BROADCAST:
+        args = tuple(_operand(rw, a, dim, x) for a in x.args)
+        kwargs = {k: _operand(rw, a, dim, x) for k, a in x.kwargs.items()}
+        return rw.call(target, args, kwargs)  # inferred (cheap here): checked against picked
+    if target in _NORMS:
+        if dim >= rank - len(x.args[1]):
+            return "normalized_dim"
+        args = (rw.pick_on(x.args[0], dim), *x.args[1:])
+        return rw.call(target, args, dict(x.kwargs), like=picked)
+    if target in (aten.linear.default, aten.matmul.default):
+        w = x.args[1]
+        if dim >= rank - 1 or (target is aten.matmul.default and val(w).dim() > 2):
+            return "contracted_dim"
+        if val(x.args[0]).dim() < 2:
+            return "contracted_dim"
+        args = (rw.pick_on(x.args[0], dim), *x.args[1:])
+        return rw.call(target, args, dict(x.kwargs), like=picked)
+    if target is aten.permute.default:
+        return _permuted(rw, x.args[0], [p % rank for p in x.args[1]], dim)
+    if target is aten.transpose.int:
+        a, b = x.args[1] % rank, x.args[2] % rank
+        perm = list(range(rank))
+        perm[a], perm[b] = perm[b], perm[a]
+        return _permuted(rw, x.args[0], perm, dim)
+    if target in _VIEWS:
+        return _through_view(rw, x, dim, picked)
+    if target is aten.scaled_dot_product_attention.default:
+        return _through_attention(rw, x, dim, picked)
+    return "mixes_rows"
+
+
+def _moved(graph: fx.Graph, node: fx.Node, stats: Counter[str]) -> list[fx.Node]:
+    """Move one pick up by one op; the new picks that may move further."""
+    if _pick_of(node) is None:
+        return []
+    while _full_slice(node.args[0]) and len(node.args[0].users) == 1:
+        whole = node.args[0]
+        node.replace_input_with(whole, whole.args[0])
+        graph.erase_node(whole)
+        stats["dropped:whole_slice"] += 1
+    found = _pick_of(node)
+    assert found is not None
+    x, dim, pick = found
+    if x.op != "call_function":
+        return []
+    if any(_pick_of(u) != found for u in x.users):
+        stats["miss:shared"] += 1
+        return []
+    for twin in [u for u in x.users if u is not node]:  # the same pick made twice
+        twin.replace_all_uses_with(node)
+        graph.erase_node(twin)
+    rw = _Rewrite(graph, pick)
+    with graph.inserting_before(x):
+        new = _push(rw, x, dim, node)
+    if isinstance(new, str):
+        rw.undo()
+        if new != "mixes_rows":
+            stats["miss:" + new] += 1
+        return []
+    if not (same_shape(val(new).shape, val(node).shape) and val(new).dtype == val(node).dtype):
+        rw.undo()  # a rule got a shape wrong: keep the graph as it was
+        stats["miss:metadata"] += 1
+        return []
+    node.replace_all_uses_with(new)
+    erase_dead(node)
+    stats[f"moved:{getattr(x.target, '__name__', x.target)}"] += 1
+    return rw.picks
+
+
+@register
+class SelectEarly(Pass):
+    """Misses: ``shared`` (the picked value has other users: its rows are computed anyway),
+    ``normalized_dim``/``contracted_dim`` (the op mixes the picked dim), ``causal_or_dropout``
+    and ``attention_batch_dim`` (attention picks it does not move), ``view_mixes_rows``,
+    ``dynamic_rows``/``dynamic_features`` (a view it would need a run-time size for)."""
+
+    name = "select_early"
+
+    def run(self, ctx: PassContext) -> PassResult:
+        stats: Counter[str] = Counter()
+        graph = ctx.gm.graph
+        work = [n for n in graph.nodes if is_call(n, aten.select.int, aten.slice.Tensor)]
+        while work:
+            node = work.pop()
+            if node.graph is graph and not node._erased:
+                work += _moved(graph, node, stats)
+        moved = sum(v for k, v in stats.items() if k.startswith(("moved:", "dropped:")))
+        return PassResult(ctx.gm, modified=moved > 0, stats=dict(stats))
