@@ -136,10 +136,14 @@ class OnnxPartition:
         self.verified = not options.verify
         t0 = time.perf_counter()
         captured = captured_of(sub)
+        self.pass_stats: dict[str, dict] = {}  # the passes' counters on this partition, by name
         if options.passes != "none" or options.skip:
             from ..passes import run_passes
 
-            captured, _ = run_passes(captured, options.passes, options.skip, opset=options.opset)
+            captured, stats = run_passes(
+                captured, options.passes, options.skip, opset=options.opset
+            )
+            self.pass_stats = {s["name"]: s["stats"] for s in stats}
         self.onnx_model = lower(captured, opset=options.opset, graph_name=sanitize(name))
         self.notes: list[str] = []
         threads = options.threads

@@ -4,9 +4,11 @@ dim that the ops before it treat row by row up through those ops, towards the in
 A classifier that reads one token (ViT's class token ``x[:, 0]``, BERT's pooler, a decoder's
 last position ``x[:, -1]``) runs its last block on every token and drops all but one
 afterwards. Row by row means: elementwise ops (broadcast operands are picked where they have
-the dim), layer and RMS norms over later dims, linears and matmuls with a 2-D weight,
-transposes, reshapes that keep the dims up to the picked one, and the query side of attention
-(a query row's output reads every key and value but no other query). In the zoo's ViT the
+the dim), layer and RMS norms over later dims, linears and matmuls with a 2-D weight (and
+aot_autograd's ``addmm``/``mm`` between views), softmax over another dim, the rows of a
+batched matmul's left operand, transposes, reshapes that keep the dims up to the picked one,
+and the query side of attention (a query row's output reads every key and value but no other
+query). In the zoo's ViT the
 select moves through the last block's MLP, its output projection and into its attention's
 queries: 18% of the model's FLOPs go. Where the pick reaches an op that mixes rows (the
 attention's keys and values, a mean over the dim, a convolution), or a value with other users,
@@ -15,6 +17,7 @@ it stays there: the rows are still all computed once, and nothing is computed tw
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +71,13 @@ _BROADCAST = {
 }
 _NORMS = {aten.layer_norm.default, aten.rms_norm.default}  # (x, normalized_shape, ...)
 _VIEWS = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
+_SOFTMAX = {  # (x, dim, ...)
+    aten.softmax.int,
+    aten.log_softmax.int,
+    aten._softmax.default,
+    aten._safe_softmax.default,
+    aten._log_softmax.default,
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,8 @@ def _pick_of(node: fx.Node) -> tuple[fx.Node, int, Pick] | None:
     """(input, dim, pick) of a select, or of a step-1 slice that leaves out some rows."""
     if is_call(node, aten.select.int):
         x, dim, index = node.args
+        if not isinstance(index, int):
+            return None  # a run-time index
         return x, dim % val(x).dim(), Pick(index)
     if is_call(node, aten.slice.Tensor):
         args = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
@@ -190,16 +202,60 @@ def _through_view(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Nod
         merged = rw.call(aten.reshape.default, (y.args[0], list(x.args[1])))
         return rw.pick_on(merged, dim)
     # a view over the leading dims of a linear is the linear over the view of its input
-    linear = is_call(y, aten.linear.default) and len(y.users) == 1
-    if linear and same_dim(shape_in[-1], shape_out[-1]) and dim < len(shape_out) - 1:
-        z = y.args[0]
-        k = static_dim(val(z).shape[-1])
-        if k is None:
-            return "dynamic_features"
-        z_view = rw.call(aten.reshape.default, (z, [*target[:-1], k]))
-        moved = rw.call(aten.linear.default, (z_view, *y.args[1:]), dict(y.kwargs), like=x)
-        return rw.pick_on(moved, dim)
+    if len(y.users) == 1 and same_dim(shape_in[-1], shape_out[-1]) and dim < len(shape_out) - 1:
+        moved = _product_over_view(rw, y, target, x)
+        if moved is not None:
+            return moved if isinstance(moved, str) else rw.pick_on(moved, dim)
     return "view_mixes_rows"
+
+
+def _product_over_view(rw: _Rewrite, y: fx.Node, target: list, view: fx.Node) -> Any:
+    """``view`` (of ``target``, splitting the leading dim) of the row-wise product ``y``
+    (``linear``; aot_autograd's ``addmm``/``mm`` of a 2-D view) as the same product over its
+    input viewed to ``target``'s leading dims; None when ``y`` is none of those."""
+    if is_call(y, aten.linear.default):
+        z = y.args[0]
+    elif is_call(y, aten.mm.default) or (is_call(y, aten.addmm.default) and not y.kwargs):
+        z = y.args[-2]
+    else:
+        return None
+    k = static_dim(val(z).shape[-1])
+    if k is None:
+        return "dynamic_features"
+    z_view = rw.call(aten.reshape.default, (z, [*target[:-1], k]))
+    if is_call(y, aten.linear.default):
+        return rw.call(aten.linear.default, (z_view, *y.args[1:]), dict(y.kwargs), like=view)
+    product = rw.call(aten.matmul.default, (z_view, y.args[-1]), like=view)
+    if is_call(y, aten.mm.default):
+        return product
+    return rw.call(aten.add.Tensor, (product, y.args[0]), like=view)
+
+
+def _kept_rows(rw: _Rewrite, x: fx.Node, dim: int) -> fx.Node:
+    """x's rows picked with their dim kept (a select of one row as a slice of one)."""
+    node = Pick(*rw.pick.as_slice()).on(rw.graph, x, dim)
+    rw.made.append(node)
+    rw.picks.append(node)
+    return node
+
+
+def _keep_dim_result(rw: _Rewrite, out: fx.Node, dim: int, picked: fx.Node) -> fx.Node:
+    """``out`` computed on rows kept as a dim: the picked value, that dim squeezed for a
+    select (``out``'s metadata is the picked value's with the dim kept)."""
+    if not rw.pick.drops_dim:
+        out.meta["val"] = val(picked)
+        return out
+    with fake_mode(rw.graph.owning_module):
+        out.meta["val"] = val(picked).unsqueeze(dim)
+    return rw.call(aten.squeeze.dim, (out, dim))
+
+
+def _rows_of_batched(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node:
+    """A batched matmul's output rows from its left operand's rows. A select keeps its dim
+    through the product (a matrix of one row, not a vector, which would broadcast)."""
+    a_rows = _kept_rows(rw, x.args[0], dim)
+    out = rw.call(x.target, (a_rows, *x.args[1:]), dict(x.kwargs), like=picked)
+    return _keep_dim_result(rw, out, dim, picked)
 
 
 def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
@@ -213,12 +269,8 @@ def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> f
     }
     if given.get("dropout_p", 0.0) or given.get("is_causal", False):
         return "causal_or_dropout"  # a causal row reads keys up to its own position
-    start, end = rw.pick.as_slice()
-    keep = Pick(start, end)
-    q_rows = keep.on(rw.graph, q, dim)
-    rw.made.append(q_rows)
-    rw.picks.append(q_rows)
-    args = [q_rows, k, v, *x.args[3:]]
+    keep = Pick(*rw.pick.as_slice())
+    args = [_kept_rows(rw, q, dim), k, v, *x.args[3:]]
     kwargs = dict(x.kwargs)
     mask = given.get("attn_mask")
     if isinstance(mask, fx.Node):
@@ -230,12 +282,8 @@ def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> f
                 kwargs["attn_mask"] = rows
             else:
                 args[3] = rows
-    if not rw.pick.drops_dim:
-        return rw.call(x.target, tuple(args), kwargs, like=picked)
     out = rw.call(x.target, tuple(args), kwargs, like=picked)
-    with fake_mode(rw.graph.owning_module):  # the picked rows with their dim kept
-        out.meta["val"] = val(picked).unsqueeze(dim)
-    return rw.call(aten.squeeze.dim, (out, dim))
+    return _keep_dim_result(rw, out, dim, picked)
 
 
 def _push(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
@@ -254,14 +302,32 @@ def _push(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
             return "normalized_dim"
         args = (rw.pick_on(x.args[0], dim), *x.args[1:])
         return rw.call(target, args, dict(x.kwargs), like=picked)
-    if target in (aten.linear.default, aten.matmul.default):
-        w = x.args[1]
-        if dim >= rank - 1 or (target is aten.matmul.default and val(w).dim() > 2):
+    if target in (aten.linear.default, aten.matmul.default, aten.mm.default, aten.bmm.default):
+        a, w = x.args[:2]
+        if dim >= rank - 1 or val(a).dim() < 2:
             return "contracted_dim"
-        if val(x.args[0]).dim() < 2:
-            return "contracted_dim"
-        args = (rw.pick_on(x.args[0], dim), *x.args[1:])
+        if target is not aten.linear.default and val(w).dim() > 2:
+            # batched: a's rows are the output's rows (the batch dims would pick both)
+            if val(a).dim() != rank or dim != rank - 2:
+                return "batch_dim"
+            return _rows_of_batched(rw, x, dim, picked)
+        args = (rw.pick_on(a, dim), *x.args[1:])
         return rw.call(target, args, dict(x.kwargs), like=picked)
+    if target is operator.getitem:  # aot_autograd's layer norm returns (out, mean, rstd)
+        norm, index = x.args
+        if index != 0 or not is_call(norm, aten.native_layer_norm.default) or len(norm.users) > 1:
+            return "mixes_rows"
+        if dim >= rank - len(norm.args[1]):
+            return "normalized_dim"
+        picked_norm = rw.call(norm.target, (rw.pick_on(norm.args[0], dim), *norm.args[1:]))
+        return rw.call(operator.getitem, (picked_norm, 0), like=picked)
+    if target in _SOFTMAX:
+        over = x.args[1] % rank
+        if dim == over:
+            return "normalized_dim"
+        over -= 1 if rw.pick.drops_dim and over > dim else 0
+        args = (rw.pick_on(x.args[0], dim), over, *x.args[2:])
+        return rw.call(target, args, like=picked)
     if target is aten.permute.default:
         return _permuted(rw, x.args[0], [p % rank for p in x.args[1]], dim)
     if target is aten.transpose.int:

@@ -152,19 +152,24 @@ def test_unsupported_op_trains_too():
     assert kinds == ["backward", "forward"]
 
 
-def _record_direct(monkeypatch) -> list:
-    """Record what compile_graph's _direct returns for each graph (None: the GraphModule)."""
+def _record(monkeypatch, name: str) -> list:
+    """Record what the backend's function ``name`` returns at each call."""
     from fxonnx.dynamo import _backend
 
     seen: list = []
-    real = _backend._direct
+    real = getattr(_backend, name)
 
-    def direct(gm, boxed):
-        seen.append(real(gm, boxed))
+    def recorded(*args):
+        seen.append(real(*args))
         return seen[-1]
 
-    monkeypatch.setattr(_backend, "_direct", direct)
+    monkeypatch.setattr(_backend, name, recorded)
     return seen
+
+
+def _record_direct(monkeypatch) -> list:
+    """What compile_graph's _direct returns for each graph (None: the GraphModule)."""
+    return _record(monkeypatch, "_direct")
 
 
 def test_a_graph_that_is_one_partition_is_called_directly(monkeypatch):
@@ -448,19 +453,9 @@ def test_freeze_leaves_training_graphs_alone():
 
 
 def _record_inference_graphs(monkeypatch) -> list:
-    """Record what the backend's _inference_graph returns for each graph (None: the graph
-    went through aot_autograd)."""
-    from fxonnx.dynamo import _backend
-
-    seen: list = []
-    real = _backend._inference_graph
-
-    def record(gm, example_inputs):
-        seen.append(real(gm, example_inputs))
-        return seen[-1]
-
-    monkeypatch.setattr(_backend, "_inference_graph", record)
-    return seen
+    """What the backend's _inference_graph returns for each graph (None: the graph went
+    through aot_autograd)."""
+    return _record(monkeypatch, "_inference_graph")
 
 
 def test_inference_graphs_are_called_without_aot_autograds_wrappers(monkeypatch):
@@ -497,3 +492,19 @@ def test_an_inference_graph_that_updates_a_buffer_goes_through_aot_autograd(monk
     assert graphs == [None]
     assert torch.allclose(m.bn.running_mean, eager.bn.running_mean, atol=1e-6)
     assert torch.allclose(m.bn.running_var, eager.bn.running_var, atol=1e-6)
+
+
+def test_a_class_token_head_computes_its_last_block_for_that_token():
+    """vit_tiny under no_grad reads token 0: in the inference graph (aot's addmm views,
+    native_layer_norm and decomposed attention) select_early moves the pick into the last
+    attention's queries, and outputs match eager at two batch sizes."""
+    from fxonnx import models
+
+    model, (x,) = models.get("vit_tiny", batch=2)
+    compiled = torch.compile(model, backend="fxonnx")
+    with torch.no_grad():
+        assert_outputs_match(model(x), compiled(x))
+        assert_outputs_match(model(x[:1]), compiled(x[:1]))
+    (part, *_) = fd.stats().partitions()
+    moved = part.pass_stats["select_early"]
+    assert moved["moved:_safe_softmax.default"] == 1 and moved["moved:matmul.default"] >= 4, moved

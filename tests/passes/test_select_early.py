@@ -167,3 +167,41 @@ def test_a_slice_to_no_rows_of_a_one_row_residual() -> None:
     for batch in (1, 3):
         (got,) = after.run_torch(*make(batch))
         assert got.shape == (batch, 0)
+
+
+class HandWritten(nn.Module):
+    """Attention written out (matmul, softmax, matmul), as many model files do, read at the
+    class token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (f(x).view(b, s, 2, 8).transpose(1, 2) for f in (self.q, self.k, self.v))
+        scores = (q @ k.transpose(-2, -1)) * 8**-0.5
+        h = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, 16)
+        x = x + h
+        return (x + self.mlp(x))[:, 0]
+
+
+def test_hand_written_attention_computes_one_query_row() -> None:
+    """The pick reaches the query projection through both products and the softmax: q's
+    linear runs on one token, k's and v's on all; eager's outputs and gradients."""
+    model = HandWritten().eval()
+    _, after, stats = optimize(model, _x, ["select_early"])
+    moved = stats["select_early"]
+    assert moved["moved:matmul.default"] == 2 and moved["moved:softmax.int"] == 1, moved
+    rows = {
+        n.args[1].name: static_shape(n.args[0])
+        for n in after.gm.graph.nodes
+        if n.target is aten.linear.default
+    }
+    assert rows["q_weight"] == (None, 1, 16)  # [batch, the class token, features]
+    assert rows["k_weight"] == rows["v_weight"] == (None, 6, 16)
+    assert rows["mlp_0_weight"] == (None, 16)
+    assert_outputs_match(model, after, _x)
+    assert_grads_match(model, after, _x)
