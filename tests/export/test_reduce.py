@@ -116,6 +116,26 @@ def test_safe_softmax_masked_rows_are_zero(onnx_matches: Callable) -> None:
     onnx_matches(Fn(lambda x: torch.ops.aten._safe_softmax(x, -1)), _masked)
 
 
+def test_safe_softmax_keeps_nan_and_inf_rows_as_eager() -> None:
+    """A row with a NaN stays NaN, a row with +inf is softmax's NaN, not the masked 0: only an
+    all -inf row (its max is -inf) is zeroed."""
+    import fxonnx
+
+    def make(b: int) -> tuple:
+        (x,) = _masked(b)
+        x[:, 3, 0] = float("nan")
+        x[:, 0, 5] = float("inf")
+        return (x,)
+
+    model = Fn(lambda x: torch.ops.aten._safe_softmax(x, -1))
+    compiled = fxonnx.compile(model, make(2), verify=False, provider="cpu")
+    for b in (2, 3):
+        (x,) = make(b)
+        want = model(x)
+        assert torch.isnan(want[:, 3]).all() and torch.isnan(want[:, 0]).any()
+        torch.testing.assert_close(compiled(x), want, equal_nan=True)
+
+
 def test_matrix_norm_orders_are_refused() -> None:
     captured = capture(Fn(lambda x: torch.linalg.norm(x, ord=2, dim=(1, 2))), _x(2))
     with pytest.raises(ExportError, match="matrix norm"):

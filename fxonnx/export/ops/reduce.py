@@ -320,17 +320,19 @@ def softmax(ctx: LowerCtx) -> Value:
 @lowers(aten._safe_softmax.default)
 def safe_softmax(ctx: LowerCtx) -> Value:
     """_safe_softmax(Tensor self, int dim, ScalarType? dtype=None) -> Tensor: softmax, but 0
-    (not NaN) on rows that are entirely -inf (fully masked attention rows)"""
+    (not NaN) on rows that are entirely -inf (fully masked attention rows). A row is all -inf
+    exactly when its max is -inf (a NaN row's max is NaN, and its softmax stays NaN, as in
+    eager): one reduction over the scores and a test on the row maxima, where testing every
+    score and casting the mask took two more passes over [batch, heads, seq, seq]."""
     y = _softmax(ctx, "Softmax")
     x, dtype = ctx.arg(0), ctx.out_dtype
     rank = ctx.rank(x)
     if rank == 0:
         return y
     value = ctx.input_as(x, dtype)
-    is_masked = ctx.emit("IsInf", value, detect_positive=0)
-    masked = ctx.cast(is_masked, torch.int32)
-    all_masked = reduce_value(ctx, "ReduceMin", masked, rank, [ctx.arg(1)], True)
-    return ctx.emit("Where", ctx.cast(all_masked, torch.bool), ctx.const(0.0, dtype), y)
+    row_max = reduce_value(ctx, "ReduceMax", value, rank, [ctx.arg(1)], True)
+    all_masked = ctx.emit("IsInf", row_max, detect_positive=0)
+    return ctx.emit("Where", all_masked, ctx.const(0.0, dtype), y)
 
 
 @lowers(aten.log_softmax.int, aten._log_softmax.default)
