@@ -17,14 +17,16 @@ from ..export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 # faster, with and without freeze, and vit_tiny 1-2% (2 shared cores, 2026-12-01).
 # select_early computes a class-token head's last block for that token only: vit_tiny at
 # batch 16 9.10 -> 7.95 ms, at batch 1 1.33 -> 1.30 (interleaved, quiet machine)
-PASSES: tuple[str, ...] = ("noops", "bmm_views", "select_early")
+# stack_select_grads: MultiheadAttention's packed q/k/v gradient as one stack, not three
+# zero-padded parts summed (transformer_encoder training step at batch 8: 154.9 -> 151.6 ms)
+PASSES: tuple[str, ...] = ("noops", "bmm_views", "select_early", "stack_select_grads")
 
 
 @dataclass(frozen=True)
 class Options:
     """``provider``: "cpu", "cuda" or "auto"; ``verify``: compare each partition with eager on
     its first call; ``passes``/``skip``: the ATen passes run on each partition (by default
-    ``PASSES``, two layout passes and ``select_early``: onnxruntime optimizes the session
+    ``PASSES``, two layout passes, ``select_early`` and ``stack_select_grads``: onnxruntime optimizes the session
     itself, and the weights are graph inputs here, so there is nothing for const_fold to bake; "none" runs none,
     "default" the compiler's pipeline); ``opset``; ``threads``: onnxruntime intra-op
     threads (None: its default); ``freeze``: in inference graphs on the CPU, bake the module's

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dynamo_helpers import assert_outputs_match
+from dynamo_helpers import assert_outputs_match, sgd_step_matches
 from torch import nn
 
 import fxonnx.dynamo as fd
@@ -508,3 +508,24 @@ def test_a_class_token_head_computes_its_last_block_for_that_token():
     (part, *_) = fd.stats().partitions()
     moved = part.pass_stats["select_early"]
     assert moved["moved:_safe_softmax.default"] == 1 and moved["moved:matmul.default"] >= 4, moved
+
+
+class PackedAttention(nn.Module):
+    """nn.MultiheadAttention (its packed q/k/v projection) then a linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.attn, self.out = nn.MultiheadAttention(16, 2, batch_first=True), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.attn(x, x, x, need_weights=False)[0])
+
+
+def test_packed_projection_backward_stacks_and_trains_as_eager() -> None:
+    """Under torch.compile the backward of MultiheadAttention's packed projection has the
+    summed select gradients: they are stacked, and one SGD step matches eager's."""
+    x = torch.randn(2, 5, 16)
+    sgd_step_matches(PackedAttention(), (x,))
+    backward = [p for p in fd.stats().partitions() if ".backward." in p.name]
+    assert sum(p.pass_stats["stack_select_grads"].get("stacked", 0) for p in backward) == 1
