@@ -27,8 +27,8 @@ def _summed(root: fx.Node) -> list[fx.Node]:
     terms, stack = [], [root]
     while stack:
         node = stack.pop()
-        inner = node is root or len(node.users) == 1
-        if is_call(node, aten.add.Tensor) and not node.kwargs and inner and len(node.args) == 2:
+        inner = node is root or (isinstance(node, fx.Node) and len(node.users) == 1)
+        if inner and is_call(node, aten.add.Tensor) and not node.kwargs and len(node.args) == 2:
             stack.extend(node.args)
         else:
             terms.append(node)

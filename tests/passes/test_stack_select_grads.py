@@ -40,3 +40,10 @@ def test_a_sum_missing_a_part_stays() -> None:
     assert stats["stack_select_grads"] == {}
     assert aten.select_backward.default in call_targets(after)
     assert_outputs_match(model, after, _grads)
+
+
+def test_a_sum_with_a_number_stays() -> None:
+    model = Fn(lambda g, *_: g + 1)
+    _, after, stats = optimize(model, _grads, ["stack_select_grads"])
+    assert stats["stack_select_grads"] == {}
+    assert_outputs_match(model, after, _grads)
