@@ -12,7 +12,8 @@ query). In the zoo's ViT the
 select moves through the last block's MLP, its output projection and into its attention's
 queries: 18% of the model's FLOPs go. Where the pick reaches an op that mixes rows (the
 attention's keys and values, a mean over the dim, a convolution), or a value with other users,
-it stays there: the rows are still all computed once, and nothing is computed twice.
+it stays there: the rows are still all computed once, and nothing is computed twice. A causal
+attention (``is_causal``) is moved through only for its last row, which reads every key.
 """
 
 from __future__ import annotations
@@ -267,11 +268,21 @@ def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> f
     given = dict(zip(names, x.args[3:6], strict=False)) | {
         n: x.kwargs[n] for n in names if n in x.kwargs
     }
-    if given.get("dropout_p", 0.0) or given.get("is_causal", False):
-        return "causal_or_dropout"  # a causal row reads keys up to its own position
+    if given.get("dropout_p", 0.0):
+        return "dropout"
     keep = Pick(*rw.pick.as_slice())
     args = [_kept_rows(rw, q, dim), k, v, *x.args[3:]]
     kwargs = dict(x.kwargs)
+    if given.get("is_causal", False):
+        # a causal row reads the keys up to its own position: the last row of a square
+        # attention reads them all (a decoder's last token), any other pick would need a mask
+        square = same_dim(val(q).shape[dim], val(k).shape[dim])
+        if not square or keep.as_slice() != (-1, _END) or given.get("attn_mask") is not None:
+            return "causal"
+        if "is_causal" in kwargs:
+            kwargs["is_causal"] = False
+        else:
+            args[5] = False
     mask = given.get("attn_mask")
     if isinstance(mask, fx.Node):
         own = dim - (rank - val(mask).dim())
@@ -383,9 +394,10 @@ def _moved(graph: fx.Graph, node: fx.Node, stats: Counter[str]) -> list[fx.Node]
 @register
 class SelectEarly(Pass):
     """Misses: ``shared`` (the picked value has other users: its rows are computed anyway),
-    ``normalized_dim``/``contracted_dim`` (the op mixes the picked dim), ``causal_or_dropout``
-    and ``attention_batch_dim`` (attention picks it does not move), ``view_mixes_rows``,
-    ``dynamic_rows``/``dynamic_features`` (a view it would need a run-time size for)."""
+    ``normalized_dim``/``contracted_dim`` (the op mixes the picked dim), ``causal`` (a causal
+    attention picked other than at its last row), ``dropout``, ``attention_batch_dim`` and
+    ``batch_dim`` (picks of batch dims), ``view_mixes_rows``, ``dynamic_rows``/
+    ``dynamic_features`` (a view it would need a run-time size for)."""
 
     name = "select_early"
 

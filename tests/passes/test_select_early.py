@@ -115,12 +115,12 @@ def test_last_positions_slice_moves_at_a_dynamic_seq() -> None:
 
 
 def test_held_back_where_rows_mix_or_are_used_elsewhere() -> None:
-    """is_causal: a query row's keys depend on its position, so the pick stops before the
-    attention (the MLP still moves). A picked value with another user keeps its rows. A mean
-    over the tokens mixes them: nothing to pick."""
+    """is_causal: a query row's keys depend on its position, so a pick of the first row stops
+    before the attention (the MLP still moves). A picked value with another user keeps its
+    rows. A mean over the tokens mixes them: nothing to pick."""
     causal = Pooled("is_causal", "first").eval()
     _, after, stats = optimize(causal, _x, ["select_early"])
-    assert stats["select_early"]["miss:causal_or_dropout"] == 1
+    assert stats["select_early"]["miss:causal"] == 1
     assert "moved:scaled_dot_product_attention.default" not in stats["select_early"]
     assert_outputs_match(causal, after, _x)
 
@@ -205,3 +205,20 @@ def test_hand_written_attention_computes_one_query_row() -> None:
     assert rows["mlp_0_weight"] == (None, 16)
     assert_outputs_match(model, after, _x)
     assert_grads_match(model, after, _x)
+
+
+def test_the_last_row_of_a_causal_attention_reads_every_key() -> None:
+    """A decoder's last position under is_causal: that row's causal attention is the plain
+    attention of one query, so the pick moves into it (is_causal dropped), at any seq."""
+    model = Pooled("is_causal", "last").eval()
+    _, after, stats = optimize(model, _x, ["select_early"], dynamic_dims=BATCH_AND_SEQ)
+    assert stats["select_early"]["moved:scaled_dot_product_attention.default"] == 1
+    (attention,) = [
+        n for n in after.gm.graph.nodes if n.target is aten.scaled_dot_product_attention.default
+    ]
+    assert static_shape(attention.args[0])[-2] == 1 and not attention.kwargs.get("is_causal")
+    for batch, seq in ((1, 3), (2, 6), (3, 9)):
+        x = _x(batch, seq)
+        with torch.no_grad():
+            want, (got,) = model(*x), after.run_torch(*x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
