@@ -3,8 +3,9 @@
 Models: the zoo's ``vit_tiny`` (class token) at batch 1 and 16, and, when ``transformers`` is
 importable (``pip install transformers``, or a ``--target`` directory on PYTHONPATH; fxonnx
 does not depend on it), two of its classifiers with random weights: BERT for sequence
-classification (pooler on token 0; batch 8, 128 tokens, a padded row) and ViT for image
-classification (batch 16, 64x64). Each variant is checked against eager, then timed in
+classification (pooler on token 0; batch 8, 128 tokens, a padded row), ViT for image
+classification (batch 16, 64x64) and a Llama decoder's next-token logits (the last position;
+batch 4, 96 tokens). Each variant is checked against eager, then timed in
 interleaved rounds (median of the rounds' means). Prints a Markdown table; never asserts.
 
     python benchmarks/pick_heads.py [--rounds 11] [--iters 5]
@@ -63,6 +64,29 @@ def _cases() -> Iterator[tuple[str, torch.nn.Module, tuple, dict]]:
     )
     model = tf.ViTForImageClassification(vit).eval()
     yield "ViTForImageClassification b16", model, (torch.randn(16, 3, 64, 64),), {}
+    llama = tf.LlamaConfig(
+        vocab_size=2000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    ids, mask = torch.randint(0, 2000, (4, 96)), torch.ones(4, 96, dtype=torch.long)
+    model = _LastLogits(tf.LlamaForCausalLM(llama)).eval()
+    yield "LlamaForCausalLM, last position's logits, b4 x 96", model, (ids, mask), {}
+
+
+class _LastLogits(torch.nn.Module):
+    """A decoder's next-token logits: the last position's only."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask).logits[:, -1]
 
 
 def _logits(out: object) -> torch.Tensor:
