@@ -26,9 +26,10 @@ PASSES: tuple[str, ...] = ("noops", "bmm_views", "select_early", "stack_select_g
 class Options:
     """``provider``: "cpu", "cuda" or "auto"; ``verify``: compare each partition with eager on
     its first call; ``passes``/``skip``: the ATen passes run on each partition (by default
-    ``PASSES``, two layout passes, ``select_early`` and ``stack_select_grads``: onnxruntime optimizes the session
-    itself, and the weights are graph inputs here, so there is nothing for const_fold to bake; "none" runs none,
-    "default" the compiler's pipeline); ``opset``; ``threads``: onnxruntime intra-op
+    ``PASSES``, two layout passes, ``select_early`` and ``stack_select_grads``: onnxruntime
+    optimizes the session itself, and the weights are graph inputs here, so there is nothing
+    for const_fold to bake; "none" runs none, "default" the compiler's pipeline); ``opset``;
+    ``threads``: onnxruntime intra-op
     threads (None: its default); ``freeze``: in inference graphs on the CPU, bake the module's
     parameters and buffers into the session at the first call, as inductor's ``freezing``
     does (onnxruntime then pre-packs and folds them); a later in-place change (optimizer
