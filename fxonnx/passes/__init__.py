@@ -8,9 +8,10 @@ A pass is a ``Pass`` subclass with a ``name`` and ``run(ctx: PassContext) -> Pas
 (``_infra``); ``register`` makes it available by name, ``DEFAULT`` is the compiler's pipeline.
 
 Cleanup: ``dce``, ``noops``, ``views``, ``transpose``, ``cse``, ``const_fold``,
-``dedup_weights``, ``known_values`` (masks made trivial by values that follow from shapes), ``select_early``
-(an output's picked rows computed before the row-wise layers, not after), ``stack_select_grads``
-(the gradients of every part of a ``select`` split, stacked instead of padded and summed). Fusion (as graph ops on the original parameters, baked by ``const_fold``):
+``dedup_weights``, ``known_values`` (masks made trivial by values that follow from shapes),
+``select_early`` (an output's picked rows computed before the row-wise layers, not after),
+``stack_select_grads`` (the gradients of every part of a ``select`` split, stacked instead of
+padded and summed). Fusion (as graph ops on the original parameters, baked by ``const_fold``):
 ``fold_bn``, ``linear_chain``, ``linear_nd``, ``matmul_bias``, ``scalar_fold``, ``fuse_gelu``,
 ``fuse_layer_norm`` (LayerNorm and RMSNorm), ``fuse_attention``, ``qkv_heads`` (a packed
 QKV projection split into heads with one transpose); after lowering, for the CPU

@@ -97,6 +97,10 @@ class Pick:
             return call(graph, aten.select.int, (x, dim, self.start))
         return call(graph, aten.slice.Tensor, (x, dim, self.start, self.end))
 
+    def kept(self) -> Pick:
+        """The same rows with their dim kept (a select of one row as a slice of one)."""
+        return Pick(*self.as_slice())
+
     def as_slice(self) -> tuple[int, int]:
         """The rows as a slice that keeps the dim (a select of -1 is ``[-1:]``)."""
         if not self.drops_dim:
@@ -137,14 +141,16 @@ class _Rewrite:
         self.graph, self.pick, self.made = graph, pick, []
         self.picks: list[fx.Node] = []  # picks that may move further up
 
-    def pick_on(self, x: fx.Node, dim: int) -> fx.Node:
-        """The pick of ``x`` at ``dim``: one that exists already (a residual's value picked on
-        both of its paths is picked once, and may then move on), else a new one."""
+    def pick_on(self, x: fx.Node, dim: int, pick: Pick | None = None) -> fx.Node:
+        """``pick`` (by default the one being moved) of ``x`` at ``dim``: one that exists
+        already (a residual's value picked on both of its paths is picked once, and may then
+        move on), else a new one."""
+        pick = self.pick if pick is None else pick
         for user in x.users if x.op == "call_function" else ():
-            if _pick_of(user) == (x, dim, self.pick):
+            if _pick_of(user) == (x, dim, pick):
                 x.append(user)  # right after x: before whatever it is about to feed
                 return user
-        node = self.pick.on(self.graph, x, dim)
+        node = pick.on(self.graph, x, dim)
         self.made.append(node)
         self.picks.append(node)
         return node
@@ -232,14 +238,6 @@ def _product_over_view(rw: _Rewrite, y: fx.Node, target: list, view: fx.Node) ->
     return rw.call(aten.add.Tensor, (product, y.args[0]), like=view)
 
 
-def _kept_rows(rw: _Rewrite, x: fx.Node, dim: int) -> fx.Node:
-    """x's rows picked with their dim kept (a select of one row as a slice of one)."""
-    node = Pick(*rw.pick.as_slice()).on(rw.graph, x, dim)
-    rw.made.append(node)
-    rw.picks.append(node)
-    return node
-
-
 def _keep_dim_result(rw: _Rewrite, out: fx.Node, dim: int, picked: fx.Node) -> fx.Node:
     """``out`` computed on rows kept as a dim: the picked value, that dim squeezed for a
     select (``out``'s metadata is the picked value's with the dim kept)."""
@@ -254,7 +252,7 @@ def _keep_dim_result(rw: _Rewrite, out: fx.Node, dim: int, picked: fx.Node) -> f
 def _rows_of_batched(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node:
     """A batched matmul's output rows from its left operand's rows. A select keeps its dim
     through the product (a matrix of one row, not a vector, which would broadcast)."""
-    a_rows = _kept_rows(rw, x.args[0], dim)
+    a_rows = rw.pick_on(x.args[0], dim, rw.pick.kept())
     out = rw.call(x.target, (a_rows, *x.args[1:]), dict(x.kwargs), like=picked)
     return _keep_dim_result(rw, out, dim, picked)
 
@@ -270,8 +268,8 @@ def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> f
     }
     if given.get("dropout_p", 0.0):
         return "dropout"
-    keep = Pick(*rw.pick.as_slice())
-    args = [_kept_rows(rw, q, dim), k, v, *x.args[3:]]
+    keep = rw.pick.kept()
+    args = [rw.pick_on(q, dim, keep), k, v, *x.args[3:]]
     kwargs = dict(x.kwargs)
     if given.get("is_causal", False):
         # a causal row reads the keys up to its own position: the last row of a square
@@ -287,8 +285,7 @@ def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> f
     if isinstance(mask, fx.Node):
         own = dim - (rank - val(mask).dim())
         if own >= 0 and static_dim(val(mask).shape[own]) != 1:
-            rows = keep.on(rw.graph, mask, own)
-            rw.made.append(rows)
+            rows = rw.call(aten.slice.Tensor, (mask, own, *keep.as_slice()))
             if "attn_mask" in kwargs:
                 kwargs["attn_mask"] = rows
             else:
@@ -297,13 +294,18 @@ def _through_attention(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> f
     return _keep_dim_result(rw, out, dim, picked)
 
 
+def _on_picked_input(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node:
+    """x's op on the pick of its first input, its other arguments as they are."""
+    args = (rw.pick_on(x.args[0], dim), *x.args[1:])
+    return rw.call(x.target, args, dict(x.kwargs), like=picked)
+
+
 def _push(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
     """A node computing ``picked`` (the pick of x) from x's inputs, or why there is none."""
     target = x.target
     rank = val(x).dim()
     if target in _UNARY:
-        args = (rw.pick_on(x.args[0], dim), *x.args[1:])
-        return rw.call(target, args, dict(x.kwargs), like=picked)
+        return _on_picked_input(rw, x, dim, picked)
     if target in _BROADCAST:
         args = tuple(_operand(rw, a, dim, x) for a in x.args)
         kwargs = {k: _operand(rw, a, dim, x) for k, a in x.kwargs.items()}
@@ -311,8 +313,7 @@ def _push(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
     if target in _NORMS:
         if dim >= rank - len(x.args[1]):
             return "normalized_dim"
-        args = (rw.pick_on(x.args[0], dim), *x.args[1:])
-        return rw.call(target, args, dict(x.kwargs), like=picked)
+        return _on_picked_input(rw, x, dim, picked)
     if target in (aten.linear.default, aten.matmul.default, aten.mm.default, aten.bmm.default):
         a, w = x.args[:2]
         if dim >= rank - 1 or val(a).dim() < 2:
@@ -322,8 +323,7 @@ def _push(rw: _Rewrite, x: fx.Node, dim: int, picked: fx.Node) -> fx.Node | str:
             if val(a).dim() != rank or dim != rank - 2:
                 return "batch_dim"
             return _rows_of_batched(rw, x, dim, picked)
-        args = (rw.pick_on(a, dim), *x.args[1:])
-        return rw.call(target, args, dict(x.kwargs), like=picked)
+        return _on_picked_input(rw, x, dim, picked)
     if target is operator.getitem:  # aot_autograd's layer norm returns (out, mean, rstd)
         norm, index = x.args
         if index != 0 or not is_call(norm, aten.native_layer_norm.default) or len(norm.users) > 1:
