@@ -41,11 +41,7 @@ def test_vit_class_token_is_picked_before_the_last_blocks_mlp_and_queries() -> N
     many_after = [s for s in _rows_of(after, aten.linear.default) if 17 in s]
     assert len(many_after) == len(many_before) - 2  # the last MLP's two linears
     assert len(one_row) >= 3  # ... and the output projection, on the picked rows
-    queries = [
-        static_shape(n.args[0])[-2]
-        for n in after.gm.graph.nodes
-        if n.target is (aten.scaled_dot_product_attention.default)
-    ]
+    queries = [s[-2] for s in _rows_of(after, aten.scaled_dot_product_attention.default)]
     assert sorted(queries) == [1, 17, 17, 17]
     assert_outputs_match(model, after, make, batches=(1, 3))
     assert_grads_match(model, after, make)
