@@ -293,7 +293,8 @@ def _inference_graph(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> fx.Gr
             gm, tuple(example_inputs), trace_joint=False, decompositions=_decompositions()
         )
     except Exception as e:  # noqa: BLE001  (aot_autograd below handles what this refuses)
-        log.debug("fxonnx: inference graph through aot_autograd: %s", str(e).splitlines()[0])
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a bare assert has none
+        log.debug("fxonnx: inference graph through aot_autograd: %s", why)
         return None
 
 

@@ -529,3 +529,19 @@ def test_packed_projection_backward_stacks_and_trains_as_eager() -> None:
     sgd_step_matches(PackedAttention(), (x,))
     backward = [p for p in fd.stats().partitions() if ".backward." in p.name]
     assert sum(p.pass_stats["stack_select_grads"].get("stacked", 0) for p in backward) == 1
+
+
+def test_an_export_refusal_without_a_message_still_falls_back_to_aot(monkeypatch):
+    """Whatever the inference export raises, even a bare AssertionError, the graph goes
+    through aot_autograd and matches eager."""
+    import torch._functorch.aot_autograd as aot
+
+    def refuse(*args, **kwargs):
+        raise AssertionError
+
+    monkeypatch.setattr(aot, "aot_export_joint_simple", refuse)
+    graphs = _record_inference_graphs(monkeypatch)
+    m, x = Small().eval(), torch.randn(3, 8)
+    with torch.no_grad():
+        assert_outputs_match(m(x), torch.compile(m, backend="fxonnx")(x))
+    assert graphs == [None]
