@@ -61,6 +61,12 @@ def static_shape(node: Any) -> tuple[int | None, ...]:
     return tuple(static_dim(d) for d in val(node).shape)
 
 
+def slice_args(node: fx.Node) -> tuple[Any, Any, Any, Any]:
+    """``slice.Tensor``'s (dim, start, end, step) with its defaults filled in."""
+    dim, start, end, step = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
+    return dim, start, end, step
+
+
 def same_meta(a: Any, b: Any) -> bool:
     """Same shape and dtype according to the traced FakeTensors."""
     va, vb = val(a), val(b)

@@ -26,7 +26,7 @@ import torch
 from torch import fx
 
 from ..capture import same_dim, same_shape, static_dim
-from ._graph import call, infer_meta, is_call, static_shape, val
+from ._graph import call, infer_meta, is_call, slice_args, static_shape, val
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -52,12 +52,6 @@ def _normalized(offset: int, steps: list[int], node: fx.Node) -> Affine:
     return Affine(
         offset, tuple(0 if size == 1 else s for s, size in zip(steps, sizes, strict=True))
     )
-
-
-def _slice_args(node: fx.Node) -> tuple[Any, Any, Any, Any]:
-    """``slice.Tensor``'s (dim, start, end, step) with its defaults filled in."""
-    dim, start, end, step = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
-    return dim, start, end, step
 
 
 def _is_int_like(node: Any) -> bool:
@@ -213,7 +207,7 @@ class Facts:
 
     def _slice(self, node: fx.Node) -> Affine | None:
         x = self.of(node.args[0])
-        dim, start, _end, step = _slice_args(node)
+        dim, start, _end, step = slice_args(node)
         start = 0 if start is None else start
         if x is None or type(start) is not int or start < 0 or type(step) is not int:
             return None
@@ -280,7 +274,7 @@ def _broadcast_only_uses(node: fx.Node) -> bool:
 
 
 def _full_slice(node: fx.Node) -> bool:
-    _dim, start, end, step = _slice_args(node)
+    _dim, start, end, step = slice_args(node)
     return start in (0, None) and (end is None or (type(end) is int and end >= _BIG)) and step == 1
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import fx
 
 from ..capture import same_dim, same_shape, static_dim
-from ._graph import call, erase_dead, fake_mode, is_call, val
+from ._graph import call, erase_dead, fake_mode, is_call, slice_args, val
 from ._infra import Pass, PassContext, PassResult, register
 
 aten = torch.ops.aten
@@ -116,8 +116,7 @@ def _pick_of(node: fx.Node) -> tuple[fx.Node, int, Pick] | None:
             return None  # a run-time index
         return x, dim % val(x).dim(), Pick(index)
     if is_call(node, aten.slice.Tensor):
-        args = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
-        dim, start, end, step = args
+        dim, start, end, step = slice_args(node)
         x = node.args[0]
         if step != 1 or not isinstance(start, int) or not isinstance(end, (int, type(None))):
             return None
