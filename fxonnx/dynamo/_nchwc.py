@@ -145,9 +145,9 @@ def _plan(node: onnx.NodeProto, shapes: dict, block: int) -> _Plan | None:
     channels in whole blocks, input channels in whole blocks or fewer than one block (the
     3-channel stem: onnxruntime's NCHWc convolution then reads the plain NCHW input; it and
     a depthwise conv take the weight in (O/B, I, kh, kw, B_o)), and enough output
-    positions; or a one-group stride-1 ``ConvTranspose``
-    of that kind with a kernel > 1x1 (a convolution's input gradient), which is the
-    convolution with the weight's channel dims swapped and its kernel flipped, padded by
+    positions; or a one-group or depthwise stride-1 ``ConvTranspose`` of that kind with a
+    kernel > 1x1 (a convolution's input gradient), which is the convolution with the
+    weight's channel dims swapped (one-group) and its kernel flipped, padded by
     ``d*(k-1) - p``."""
     w, x, y = (shapes.get(n) for n in (node.input[1], node.input[0], node.output[0]))
     attrs = _attrs(node)
@@ -158,12 +158,13 @@ def _plan(node: onnx.NodeProto, shapes: dict, block: int) -> _Plan | None:
     group = attrs.get("group", 1)
     strides = list(attrs.get("strides", [1, 1]))
     transpose = node.op_type == "ConvTranspose"
-    if transpose and (w[2] * w[3] == 1 or any(s != 1 for s in strides) or group != 1):
+    if transpose and any(s != 1 for s in strides):
         return None
+    # (C, 1, kh, kw) with C groups: a depthwise Conv, or the ConvTranspose of one's gradient
     depthwise = group != 1 and group == w[0] == x[1] and w[1] == 1
     if group != 1 and not depthwise:
         return None
-    per_channel = w[1] * w[2] * w[3] if not transpose else w[0] * w[2] * w[3]
+    per_channel = (w[0] if transpose and not depthwise else w[1]) * w[2] * w[3]
     positions = (y[0] or 1) * (y[2] or 1) * (y[3] or 1)
     if positions < min(MIN_POSITIONS, MIN_POSITIONS_PER_WEIGHT * per_channel):
         return None
@@ -187,9 +188,13 @@ def _plan(node: onnx.NodeProto, shapes: dict, block: int) -> _Plan | None:
         pads = [f - q for f, q in zip(full, pads, strict=True)]
         if min(pads) < 0:
             return None
-        o, i, flip = w[1], w[0], True  # the ConvTranspose weight is (C_in, C_out, kh, kw)
-        view = (i // block, block, o // block, block, kh, kw)
-        perm = (2, 0, 4, 5, 1, 3)  # the same blocked layout, with O and I swapped
+        if depthwise:  # the depthwise Conv's layout, kernel flipped
+            o, i, flip = w[0], 1, True
+            view, perm = (o // block, block, i, kh, kw), (0, 2, 3, 4, 1)
+        else:
+            o, i, flip = w[1], w[0], True  # the ConvTranspose weight is (C_in, C_out, kh, kw)
+            view = (i // block, block, o // block, block, kh, kw)
+            perm = (2, 0, 4, 5, 1, 3)  # the same blocked layout, with O and I swapped
     if o % block or (i % block and not (nchw_input or depthwise)):
         return None
     conv_attrs = {"kernel_shape": [kh, kw], "pads": pads, "dilations": dilations}

@@ -134,27 +134,43 @@ def test_no_block_size_no_rewrite():
     assert nchwc.rewrite(model, None) == nchwc.Rewritten(model, 0)
 
 
-def _conv_transpose_model(pad: int, dilation: int, stride: int = 1) -> onnx.ModelProto:
-    """g [N, 32, 34, 34] conv-transposed with w [32, 16, 3, 3] (a conv's input gradient)."""
+def _conv_transpose_model(
+    pad: int, dilation: int, stride: int = 1, depthwise: bool = False, kernel: int = 3
+) -> onnx.ModelProto:
+    """g [N, 32, 34, 34] conv-transposed with w [32, 16, k, k] (a conv's input gradient),
+    or ``depthwise`` with w [32, 1, k, k] in 32 groups (a depthwise conv's)."""
     attrs = dict(pads=[pad] * 4, dilations=[dilation] * 2, strides=[stride] * 2)
+    if depthwise:
+        attrs["group"] = 32
     graph = helper.make_graph(
         [helper.make_node("ConvTranspose", ["g", "w"], ["y"], **attrs)],
         "conv_transpose",
         [
             helper.make_tensor_value_info("g", TensorProto.FLOAT, ["N", 32, 34, 34]),
-            helper.make_tensor_value_info("w", TensorProto.FLOAT, [32, 16, 3, 3]),
+            helper.make_tensor_value_info(
+                "w", TensorProto.FLOAT, _transposed_weight(depthwise, kernel)
+            ),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
+def _transposed_weight(depthwise: bool, kernel: int = 3) -> list[int]:
+    return [32, 1 if depthwise else 16, kernel, kernel]
+
+
 @needs_nchwc
-@pytest.mark.parametrize("pad,dilation", [(1, 1), (0, 1), (2, 1), (2, 2), (1, 2)])
-def test_conv_transpose_becomes_the_flipped_conv(pad: int, dilation: int):
-    """A stride-1 ConvTranspose is the Conv with the weight's channels swapped and its
-    kernel flipped, padded by d*(k-1) - p: same outputs, for two weights."""
-    model = _conv_transpose_model(pad, dilation)
+@pytest.mark.parametrize("depthwise", [False, True], ids=["one_group", "depthwise"])
+@pytest.mark.parametrize(
+    "pad,dilation,kernel", [(1, 1, 3), (0, 1, 3), (2, 1, 3), (2, 2, 3), (1, 2, 3), (0, 1, 1)]
+)
+def test_conv_transpose_becomes_the_flipped_conv(
+    pad: int, dilation: int, kernel: int, depthwise: bool
+):
+    """A stride-1 ConvTranspose is the Conv with the weight's channels swapped (one group)
+    and its kernel flipped, padded by d*(k-1) - p: same outputs, for two weights."""
+    model = _conv_transpose_model(pad, dilation, depthwise=depthwise, kernel=kernel)
     done = nchwc.rewrite(model, BLOCK)
     blocked = done.model
     assert done.count == 1
@@ -162,28 +178,34 @@ def test_conv_transpose_becomes_the_flipped_conv(pad: int, dilation: int):
     rng = np.random.default_rng(2)
     for batch in (1, 2):
         g = rng.standard_normal((batch, 32, 34, 34)).astype(np.float32)
-        w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+        w = rng.standard_normal(_transposed_weight(depthwise, kernel)).astype(np.float32)
         want, got = _run(model, {"g": g, "w": w}), _run(blocked, {"g": g, "w": w})
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("depthwise", [False, True], ids=["one_group", "depthwise"])
 @pytest.mark.parametrize("pad,stride", [(3, 1), (1, 2)])  # negative conv pads; strided
-def test_conv_transpose_rewrite_holds_back(pad: int, stride: int):
-    model = _conv_transpose_model(pad, 1, stride)
+def test_conv_transpose_rewrite_holds_back(pad: int, stride: int, depthwise: bool):
+    model = _conv_transpose_model(pad, 1, stride, depthwise)
     assert nchwc.rewrite(model, 16) == nchwc.Rewritten(model, 0)
 
 
 @needs_nchwc
-@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose", "depthwise_transpose"])
 def test_weights_reordered_outside_the_graph_match(kind: str):
     """reorder_outside: the weight input is replaced by the blocked one, which
     Reorder.apply computes in torch; fed that, the model gives the plain model's outputs."""
     if kind == "conv":
         model, x_name, x_shape, w_shape = _conv_model(), "x", (2, 32, 32, 32), (32, 32, 3, 3)
     else:
-        model, x_name, x_shape = _conv_transpose_model(1, 1), "g", (2, 32, 34, 34)
-        w_shape = (32, 16, 3, 3)
+        depthwise = kind == "depthwise_transpose"
+        model, x_name, x_shape = (
+            _conv_transpose_model(1, 1, depthwise=depthwise),
+            "g",
+            (2, 32, 34, 34),
+        )
+        w_shape = tuple(_transposed_weight(depthwise))
     done = nchwc.rewrite(model, BLOCK, reorder_outside=True)
     (reorder,) = done.reorders
     assert reorder.source == "w"
