@@ -27,6 +27,7 @@ from ..export.ops.backward import TRAINING_META
 from ._onnx_module import make_partition
 from ._options import Options
 from ._partition import split
+from ._torch_kernels import split_weight_grads
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -117,9 +118,10 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options, boxed: bool =
     STATS.compiled += 1
     _canonicalize(gm)
     _mark_functional_batch_norm(gm)
-    parts = split(gm)
+    kept = split_weight_grads(gm) if options.torch_kernels and _on_cpu(options) else frozenset()
+    parts = split(gm, kept)
     notes: list[str] = []
-    info: list[str] = []
+    info: list[str] = [_kept_note(gm, kept)] if kept else []
     names = []
     in_torch = 0  # nodes of the partitions that a rule or onnxruntime left to torch
     if options.freeze and kind != "inference":  # training graphs' weights change every step
@@ -173,6 +175,22 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options, boxed: bool =
     from torch._functorch.aot_autograd import make_boxed_func
 
     return make_boxed_func(parts.gm.forward)
+
+
+def _kept_note(gm: fx.GraphModule, kept: frozenset[str]) -> str:
+    counts: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.name in kept:
+            op = str(node.target)
+            counts[op] = counts.get(op, 0) + 1
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
+    return f"{ops} run in torch, whose CPU kernels are faster (options torch_kernels)"
+
+
+def _on_cpu(options: Options) -> bool:
+    from ..runtime._providers import CUDA, resolve
+
+    return options.provider != "cuda" and resolve(options.provider)[0] != CUDA
 
 
 def _direct(gm: fx.GraphModule, boxed: bool) -> Callable | None:

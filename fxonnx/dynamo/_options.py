@@ -35,7 +35,10 @@ class Options:
     does (onnxruntime then pre-packs and folds them); a later in-place change (optimizer
     step, ``load_state_dict``) or a swapped tensor is detected by its version counter and
     data pointer and the weights become inputs again, but edits through ``.data`` are not
-    seen, which is why it is off by default."""
+    seen, which is why it is off by default; ``torch_kernels``: on the CPU, leave to torch the
+    gradient ops whose torch kernel is measured faster than their ONNX lowering (convolution
+    weight gradients over many positions, max-pool gradients: ``_torch_kernels``); False
+    keeps every lowered op in onnxruntime."""
 
     provider: str = "cpu"
     verify: bool = False
@@ -44,6 +47,7 @@ class Options:
     opset: int = DEFAULT_OPSET
     threads: int | None = None
     freeze: bool = False
+    torch_kernels: bool = True
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> Options:
@@ -68,7 +72,7 @@ class Options:
             raise FxonnxError(
                 f"options['provider'] is {opts.provider!r}", hint="use 'cpu', 'cuda' or 'auto'"
             )
-        for flag in ("verify", "freeze"):
+        for flag in ("verify", "freeze", "torch_kernels"):
             if not isinstance(getattr(opts, flag), bool):
                 value = getattr(opts, flag)
                 raise FxonnxError(f"options[{flag!r}] must be True or False, not {value!r}")

@@ -82,6 +82,11 @@ class LoweringSupport(OperatorSupportBase):
     def is_node_supported(self, submodules: Mapping[str, torch.nn.Module], node: fx.Node) -> bool:
         if node.op != "call_function" or node.target in _SKIP or node.name in self.exclude:
             return False
+        if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+            # an output of a node left to torch stays with it: on its own it would be a
+            # partition the region around its producer cannot merge with (the path through
+            # the producer reads as a cycle), which split resnet18's backward in two
+            return self.is_node_supported(submodules, node.args[0])
         if rule_for(node.target) is None:
             return False
         if not _onnx_typed(node.meta.get("val")):
