@@ -271,6 +271,27 @@ def test_batch_norm_backward(train: bool) -> None:
     assert_matches(fn, g, x, w, rm, rv, mean, invstd, rtol=1e-9)
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize(
+    "mask", [[True, False, False], [False, True, False], [False, False, True], [True, False, True]]
+)
+def test_batch_norm_backward_computes_what_the_mask_asks(train: bool, mask: list[bool]) -> None:
+    """Each output alone and in pairs, without a weight (scale 1), on a 3-D input."""
+    x = rnd(4, 3, 7, seed=1) * 2 + 1
+    rm, rv = rnd(3, seed=4), rnd(3, seed=5).abs() + 0.5
+    _, mean, invstd = aten.native_batch_norm(
+        x, None, None, rm.clone(), rv.clone(), train, 0.1, 1e-5
+    )
+    g = rnd(4, 3, 7, seed=6)
+
+    def fn(g: torch.Tensor, x: torch.Tensor, *a: torch.Tensor) -> tuple:
+        rm, rv, mean, invstd = a
+        out = aten.native_batch_norm_backward(g, x, None, rm, rv, mean, invstd, train, 1e-5, mask)
+        return tuple(o for o in out if o is not None)
+
+    assert_matches(fn, g, x, rm, rv, mean, invstd, rtol=1e-9)
+
+
 def test_layer_norm_backward() -> None:
     x, w, b = rnd(3, 4, 6, seed=1), rnd(6, seed=2), rnd(6, seed=3)
     _, mean, rstd = aten.native_layer_norm(x, [6], w, b, 1e-5)
