@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture import size_hint
+
 aten = torch.ops.aten
 
 # A weight gradient goes to torch from this many output positions per sample on (measured:
@@ -59,15 +61,10 @@ _POOL_GRADS = (
 )
 
 
-def _static(shape: Any) -> list[int] | None:
-    dims = [d for d in shape]
-    return dims if all(isinstance(d, int) for d in dims) else None
-
-
 def _numel(value: Any) -> int:
+    """Elements of a traced tensor, a symbolic dim counted at its example size."""
     val = value.meta.get("val") if isinstance(value, fx.Node) else None
-    shape = _static(val.shape) if isinstance(val, torch.Tensor) else None
-    return math.prod(shape) if shape is not None else 0
+    return math.prod(size_hint(d) for d in val.shape) if isinstance(val, torch.Tensor) else 0
 
 
 def _torch_weight_grad(node: fx.Node) -> bool:
@@ -78,15 +75,16 @@ def _torch_weight_grad(node: fx.Node) -> bool:
     w, g = args[2].meta.get("val"), args[0].meta.get("val")
     if not isinstance(w, torch.Tensor) or not isinstance(g, torch.Tensor):
         return False
-    kernel, out = _static(w.shape[2:]), _static(g.shape)
-    if kernel is None or out is None or math.prod(kernel) == 1:
+    taps = math.prod(size_hint(d) for d in w.shape[2:])
+    if taps == 1:
         return False
-    work = 2 * math.prod(out) * math.prod(w.shape[1:])
+    work = 2 * _numel(args[0]) * math.prod(size_hint(d) for d in w.shape[1:])
     groups = int(args[9])
     if groups != 1:
         depthwise = groups == w.shape[0] and w.shape[1] == 1
         return depthwise and work >= MIN_DEPTHWISE_FLOP
-    return math.prod(out[2:]) >= MIN_POSITIONS and work >= MIN_FLOP
+    positions = math.prod(size_hint(d) for d in g.shape[2:])
+    return positions >= MIN_POSITIONS and work >= MIN_FLOP
 
 
 def split_weight_grads(gm: fx.GraphModule) -> frozenset[str]:

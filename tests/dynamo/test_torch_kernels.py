@@ -62,6 +62,14 @@ def test_weight_and_pool_gradients_run_in_torch_and_the_step_matches(
     assert len(record.partitions) == (2 if pool_in_torch else 1)
 
 
+def test_a_dynamic_batch_moves_the_same_gradients(every_size: None):
+    """Sizes are judged at the example's batch when dynamo makes it symbolic."""
+    x = torch.randn(3, 3, 16, 16)
+    torch._dynamo.mark_dynamic(x, 0)
+    sgd_step_matches(ConvNet(), (x,))
+    assert _backward_record().torch_nodes == 4
+
+
 def test_without_torch_kernels_the_whole_backward_is_one_partition(every_size: None):
     sgd_step_matches(ConvNet(), (torch.randn(2, 3, 16, 16),), options={"torch_kernels": False})
     record = _backward_record()
