@@ -34,6 +34,18 @@ class ConvNet(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class Conv1d3d(nn.Module):
+    """A 1-D and a 3-D convolution (the rewrite keeps every argument as it is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c3 = nn.Conv1d(4, 8, 5, padding=2), nn.Conv3d(4, 8, 3, stride=2)
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.c1(x).relu().mean(-1) + self.c3(v).relu().mean((2, 3, 4))
+
+
 def _backward_record() -> fd.GraphRecord:
     (record,) = [g for g in fd.stats().graphs if g.name.endswith(".backward")]
     return record
@@ -42,6 +54,7 @@ def _backward_record() -> fd.GraphRecord:
 @pytest.fixture
 def every_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Thresholds at zero: the small test model's gradients qualify like resnet18's."""
+    monkeypatch.setattr(torch_kernels, "MIN_POSITIONS", 0)
     monkeypatch.setattr(torch_kernels, "MIN_FLOP", 0)
     monkeypatch.setattr(torch_kernels, "MIN_DEPTHWISE_FLOP", 0)
     monkeypatch.setattr(torch_kernels, "MIN_POOL_GRAD", 0)
@@ -60,6 +73,12 @@ def test_weight_and_pool_gradients_run_in_torch_and_the_step_matches(
     record = _backward_record()
     assert record.torch_nodes == (4 if pool_in_torch else 3)
     assert len(record.partitions) == (2 if pool_in_torch else 1)
+
+
+def test_1d_and_3d_weight_gradients_run_in_torch_and_the_step_matches(every_size: None):
+    sgd_step_matches(Conv1d3d(), (torch.randn(2, 4, 32), torch.randn(2, 4, 9, 9, 9)))
+    record = _backward_record()
+    assert record.torch_nodes == 2 and len(record.partitions) == 1
 
 
 def test_a_dynamic_batch_moves_the_same_gradients(every_size: None):
