@@ -145,10 +145,9 @@ def _plan(node: onnx.NodeProto, shapes: dict, block: int) -> _Plan | None:
     channels in whole blocks, input channels in whole blocks or fewer than one block (the
     3-channel stem: onnxruntime's NCHWc convolution then reads the plain NCHW input; it and
     a depthwise conv take the weight in (O/B, I, kh, kw, B_o)), and enough output
-    positions; or a one-group or depthwise stride-1 ``ConvTranspose`` of that kind with a
-    kernel > 1x1 (a convolution's input gradient), which is the convolution with the
-    weight's channel dims swapped (one-group) and its kernel flipped, padded by
-    ``d*(k-1) - p``."""
+    positions; or a one-group or depthwise stride-1 ``ConvTranspose`` of that kind (a
+    convolution's input gradient), which is the convolution with the weight's channel dims
+    swapped (one-group) and its kernel flipped, padded by ``d*(k-1) - p``."""
     w, x, y = (shapes.get(n) for n in (node.input[1], node.input[0], node.output[0]))
     attrs = _attrs(node)
     if w is None or x is None or y is None or len(w) != 4 or len(x) != 4 or len(y) != 4:
