@@ -622,7 +622,7 @@ def batch_norm_backward(ctx: LowerCtx) -> list[Value | None]:
     dx = w invstd (g - sum(g)/n - xc dot invstd^2/n); eval: dx = w g / sqrt(running_var +
     eps). The train dx is one ``Sum`` of g and xc scaled per channel: five passes over the
     activation where the textbook form (x^, g - mean(g), x^ mean(g x^), ...) took seven
-    (44.5 -> 25.3 ms at [8, 64, 112, 112], 2 threads; torch 20.9)."""
+    (21-29 -> 16 ms at [8, 64, 112, 112], 2 threads, two runs; torch's kernel 6.7)."""
     g, x, w, rm, rv, save_mean, save_invstd, train, eps = (ctx.arg(i) for i in range(9))
     mask = _mask(ctx, 9)
     dtype, rank = ctx.dtype(x), ctx.rank(x)
