@@ -2,7 +2,8 @@
 
 Inference (``torch.no_grad()``, eval mode) at each batch, by default and with
 ``options={"freeze": True}`` (weights baked into the sessions), and one training step
-(``zero_grad(); loss.backward(); opt.step()`` with SGD, dropout off) at the training batch.
+(``zero_grad(); loss.backward(); opt.step()`` with SGD, dropout off) at the training batch,
+also with ``options={"torch_kernels": False}`` (every gradient op in onnxruntime).
 All variants run interleaved round by round in the same process; medians. An inductor build
 that fails is reported as such. Then the call overhead of the backend on a tiny graph (mlp,
 batch 1): the compiled model, its onnxruntime partition module alone, and the same
@@ -116,7 +117,7 @@ def training_rows(name: str, batch: int, args: argparse.Namespace) -> dict:
     model = train_without_dropout(model)
     steps: dict[str, Callable | None] = {}
     built: dict[str, tuple] = {}
-    for kind in ("eager", "inductor", "fxonnx"):
+    for kind in ("eager", "inductor", "fxonnx", "onnx_only"):
         m = copy.deepcopy(model)
         opt = torch.optim.SGD(m.parameters(), lr=1e-3)
         if kind == "inductor" and not args.inductor:
@@ -128,7 +129,8 @@ def training_rows(name: str, batch: int, args: argparse.Namespace) -> dict:
                 return m
             if kind == "inductor":
                 return torch.compile(m)
-            return torch.compile(m, backend="fxonnx", options=_opts(args))
+            extra = {"torch_kernels": False} if kind == "onnx_only" else {}
+            return torch.compile(m, backend="fxonnx", options={**_opts(args), **extra})
 
         def step_of(fn: Callable, opt: torch.optim.Optimizer = opt) -> Callable:
             def step() -> None:
@@ -263,14 +265,18 @@ def main() -> None:
                 flush=True,
             )
     print(f"\n## One training step, batch {args.train_batch} (ms, median)\n")
-    print("| model | eager | inductor | fxonnx | inductor vs eager | fxonnx vs eager |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| model | eager | inductor | fxonnx | fxonnx, torch_kernels off | inductor vs eager | "
+        "fxonnx vs eager | torch_kernels off vs eager |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         row = training_rows(name, args.train_batch, args)
         print(
             f"| {name} | {_cell(row, 'eager')} | {_cell(row, 'inductor')} | "
-            f"{_cell(row, 'fxonnx')} | {_ratio(row, 'inductor', 'eager')} | "
-            f"{_ratio(row, 'fxonnx', 'eager')} |",
+            f"{_cell(row, 'fxonnx')} | {_cell(row, 'onnx_only')} | "
+            f"{_ratio(row, 'inductor', 'eager')} | {_ratio(row, 'fxonnx', 'eager')} | "
+            f"{_ratio(row, 'onnx_only', 'eager')} |",
             flush=True,
         )
     print("\n## Call overhead on a tiny graph\n")
