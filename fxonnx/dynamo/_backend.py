@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import operator
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,7 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options, boxed: bool =
     STATS.compiled += 1
     _canonicalize(gm)
     _mark_functional_batch_norm(gm)
-    kept = split_weight_grads(gm) if options.torch_kernels and _on_cpu(options) else frozenset()
+    kept = split_weight_grads(gm) if options.torch_kernels and options.on_cpu() else frozenset()
     parts = split(gm, kept)
     notes: list[str] = []
     info: list[str] = [_kept_note(gm, kept)] if kept else []
@@ -178,19 +179,9 @@ def compile_graph(gm: fx.GraphModule, kind: str, options: Options, boxed: bool =
 
 
 def _kept_note(gm: fx.GraphModule, kept: frozenset[str]) -> str:
-    counts: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.name in kept:
-            op = str(node.target)
-            counts[op] = counts.get(op, 0) + 1
+    counts = Counter(str(n.target) for n in gm.graph.nodes if n.name in kept)
     ops = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
     return f"{ops} run in torch, whose CPU kernels are faster (options torch_kernels)"
-
-
-def _on_cpu(options: Options) -> bool:
-    from ..runtime._providers import CUDA, resolve
-
-    return options.provider != "cuda" and resolve(options.provider)[0] != CUDA
 
 
 def _direct(gm: fx.GraphModule, boxed: bool) -> Callable | None:

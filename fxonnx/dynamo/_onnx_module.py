@@ -28,7 +28,6 @@ from ..capture import Captured, Shapes, TensorSpec
 from ..capture._signature import sanitize
 from ..export import lower
 from ..runtime import Session
-from ..runtime._providers import CUDA, resolve
 from ..runtime._races import racy_on_threads
 from ..verify import Report
 from ..verify._compare import compare
@@ -220,7 +219,7 @@ class OnnxPartition:
         NCHWc kernels (``_nchwc``) on the CPU, how many were, and the blocked weights the
         call computes in torch; the plain model where there are none or onnxruntime refuses
         the rewritten one."""
-        if self.options.provider == "cuda" or resolve(self.options.provider)[0] == CUDA:
+        if not self.options.on_cpu():
             return self._open(model), 0, ()
         done = nchwc.rewrite(model, nchwc.block_size(), reorder_outside=True)
         if done.count:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._errors import FxonnxError
 from ..export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from ..runtime._providers import CUDA, resolve
 
 # The passes run on every partition by default: aot_autograd writes a matmul of rank > 3
 # tensors as views around a bmm (and expands + clones to the same shape in front of them),
@@ -48,6 +49,11 @@ class Options:
     threads: int | None = None
     freeze: bool = False
     torch_kernels: bool = True
+
+    def on_cpu(self) -> bool:
+        """Whether the sessions run on the CPU provider: "cpu", or "auto" where CUDA is not
+        usable ("cuda" never is; where CUDA is not usable the session itself says why)."""
+        return self.provider != "cuda" and resolve(self.provider)[0] != CUDA
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> Options:

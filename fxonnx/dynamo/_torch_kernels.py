@@ -61,10 +61,14 @@ _POOL_GRADS = (
 )
 
 
+def _count(dims: Any) -> int:
+    """The product of traced sizes, a symbolic one counted at its example size."""
+    return math.prod(size_hint(d) for d in dims)
+
+
 def _numel(value: Any) -> int:
-    """Elements of a traced tensor, a symbolic dim counted at its example size."""
     val = value.meta.get("val") if isinstance(value, fx.Node) else None
-    return math.prod(size_hint(d) for d in val.shape) if isinstance(val, torch.Tensor) else 0
+    return _count(val.shape) if isinstance(val, torch.Tensor) else 0
 
 
 def _torch_weight_grad(node: fx.Node) -> bool:
@@ -75,16 +79,14 @@ def _torch_weight_grad(node: fx.Node) -> bool:
     w, g = args[2].meta.get("val"), args[0].meta.get("val")
     if not isinstance(w, torch.Tensor) or not isinstance(g, torch.Tensor):
         return False
-    taps = math.prod(size_hint(d) for d in w.shape[2:])
-    if taps == 1:
+    if _count(w.shape[2:]) == 1:  # no taps: no im2col to save
         return False
-    work = 2 * _numel(args[0]) * math.prod(size_hint(d) for d in w.shape[1:])
+    work = 2 * _count(g.shape) * _count(w.shape[1:])
     groups = int(args[9])
     if groups != 1:
         depthwise = groups == w.shape[0] and w.shape[1] == 1
         return depthwise and work >= MIN_DEPTHWISE_FLOP
-    positions = math.prod(size_hint(d) for d in g.shape[2:])
-    return positions >= MIN_POSITIONS and work >= MIN_FLOP
+    return _count(g.shape[2:]) >= MIN_POSITIONS and work >= MIN_FLOP
 
 
 def split_weight_grads(gm: fx.GraphModule) -> frozenset[str]:
